@@ -1,0 +1,127 @@
+"""The one record type that flows through every stage, and its terminal states.
+
+An `Article` is born in discovery with a URL, its source and the hints the source gave
+(feed entry title, date, guid, categories; sitemap lastmod). Each stage returns a new
+record with more fields filled, via `dataclasses.replace`:
+
+    discover   url, source, source_kind, hints          (tasks/sources.py)
+    fetch      final_url, http_status, raw, ...         (tasks/fetch.py)
+    extract    extracted                                 (tasks/extract.py)
+    normalise  canonical_url, article_id, published_at   (tasks/normalise.py)
+    dedupe     state=duplicate when already known        (tasks/dedupe.py)
+    load       state=loaded                              (tasks/load.py)
+
+A record that reaches a terminal state (`state` set) is passed through untouched by every
+later stage, so a batch always keeps all its URLs and each one ends in exactly one state.
+Raw bytes never travel in a record: `raw` points into a WARC file (rule 3 of STYLE.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Terminal states of a URL in one run (the `fetches.state` column)."""
+
+    LOADED = "loaded"  # a new article row was written
+    DUPLICATE = "duplicate"  # URL or content already loaded (reason says which)
+    NOT_ARTICLE = "not_article"  # fetched fine, but no article text on the page
+    SKIPPED = "skipped"  # deliberately not fetched or not extracted (non-HTML, robots...)
+    BLOCKED = "blocked"  # the publisher refused us (401/402/403)
+    FAILED = "failed"  # something broke (network, timeout, parse error, extractor crash)
+
+
+class SourceKind(StrEnum):
+    FEED = "feed"
+    SITEMAP = "sitemap"
+    URLS = "urls"
+    WARC = "warc"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRef:
+    """Where the raw HTTP response of a page lives: one record of a WARC file."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What the source said about a URL before we fetched it; fallbacks for the page's own metadata."""
+
+    title: str | None = None
+    published: datetime | None = None  # feed pubDate / news:publication_date (aware)
+    lastmod: datetime | None = None  # sitemap lastmod (aware)
+    guid: str | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What the extractor found on the page, as the extractor gave it (not yet normalised)."""
+
+    text: str = ""
+    title: str | None = None
+    authors: tuple[str, ...] = ()  # raw author strings; normalise splits and cleans them
+    date: str | None = None  # raw date string from the page (ISO 8601 where possible)
+    site_name: str | None = None
+    description: str | None = None
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    image: str | None = None
+    language: str | None = None  # as declared or detected, normalise makes it a code
+    canonical_link: str | None = None  # the page's rel=canonical / og:url, a fact about the page
+    extractor_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One URL on its way through the pipeline."""
+
+    url: str
+    source: str  # a stable name of where the URL came from (feed URL, sitemap URL, file path...)
+    source_kind: SourceKind
+    hints: Hints = field(default_factory=Hints)
+    # fetch
+    final_url: str | None = None
+    http_status: int | None = None
+    fetched_at: datetime | None = None
+    elapsed_ms: int | None = None
+    n_bytes: int | None = None
+    content_type: str | None = None  # the full Content-Type header, charset included
+    raw: RawRef | None = None
+    # extract
+    extracted: Extracted | None = None
+    # normalise
+    canonical_url: str | None = None
+    article_id: str | None = None
+    domain: str | None = None
+    title: str | None = None
+    authors: tuple[str, ...] = ()
+    published_at: datetime | None = None
+    language: str | None = None
+    word_count: int = 0
+    content_hash: str | None = None
+    # terminal state
+    state: State | None = None
+    reason: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state is not None
+
+    def finish(self, state: State, reason: str | None = None) -> Article:
+        """This record in a terminal state; every state but `loaded` needs a reason."""
+        if state is not State.LOADED and not reason:
+            raise ValueError(f"state {state} needs a reason")
+        return dataclasses.replace(self, state=state, reason=reason)
+
+    def replace(self, **changes: Any) -> Article:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,51 @@
+"""Machine settings from the environment (`NEWSFLOW_*`), built inside a flow or CLI call.
+
+Never read at import time: a deployment's worker and a test each build their own.
+Per-run choices (which sources, which database) are flow parameters instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DB = Path("data/news.duckdb")
+USER_AGENT = "newsflow/0.1 (news research crawler; +https://github.com/newsflow/newsflow)"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    db: Path = DEFAULT_DB
+    raw_dir: Path = Path("data/raw")
+    sources_file: Path = Path("data/sources.toml")
+
+    # fetching
+    user_agent: str = USER_AGENT
+    # hosts or IP literals that may resolve to private/loopback addresses (tests, local demos)
+    allow_private_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    deadline: float = Field(60.0, description="total seconds per URL, redirects included")
+    max_redirects: int = 5
+    max_page_bytes: int = 10 * 1024 * 1024
+    concurrency: int = 32
+    per_host: int = 2
+
+    # extraction
+    extract_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    extract_timeout: float = 30.0
+    min_words: int = 50  # fewer words of body text: not an article
+
+    batch_size: int = 200
+
+    @field_validator("allow_private_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
+        return value
