@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_page_bytes: int = 10 * 1024 * 1024
     concurrency: int = 32
     per_host: int = 2
+    host_delay: float = Field(1.0, description="minimum seconds between request starts to one host")
+    retry_backoff: float = Field(1.0, description="base seconds of the exponential retry backoff")
+    retry_after_cap: float = Field(120.0, description="longest Retry-After honoured; longer fails at once")
 
     # extraction
     extract_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)

@@ -1,0 +1,139 @@
+"""The `newsflow` command: run flows once and query the database."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="newsflow: news ingestion into DuckDB (feeds, sitemaps, URL lists, WARC archives).")
+err = Console(stderr=True)
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file [env NEWSFLOW_DB; default data/news.duckdb]")]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _db_path(db: Path | None) -> Path:
+    from tasks.settings import Settings
+
+    return db or Settings().db
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    db: DbOption = None,
+    feed: Annotated[list[str] | None, typer.Option("--feed", help="RSS/Atom/JSON feed URL or file (repeatable)")] = None,
+    sitemap: Annotated[list[str] | None, typer.Option("--sitemap", help="sitemap or sitemap index URL or file (repeatable)")] = None,
+    url: Annotated[list[str] | None, typer.Option("--url", help="article URL (repeatable)")] = None,
+    urls_file: Annotated[Path | None, typer.Option("--urls-file", help="text file of URLs, one per line")] = None,
+    warc: Annotated[list[str] | None, typer.Option("--warc", help="WARC file path or http(s) URL (repeatable)")] = None,
+) -> None:
+    """Run the ingest flow once; with no source options, ingest the configured default sources."""
+    from tasks.sources import SourceError
+
+    db_path = _db_path(db)
+    _check_inputs(urls_file, warc or [])
+    _check_db_writable(db_path)
+    from flows.ingest import ingest as ingest_flow
+
+    try:
+        summary = ingest_flow(feeds=feed or [], sitemaps=sitemap or [], urls=url or [],
+                              urls_file=str(urls_file) if urls_file else None, warcs=warc or [],
+                              db=str(db_path))
+    except SourceError as exc:
+        _fail(str(exc))
+    _print_summary(summary, db_path)
+
+
+def _check_inputs(urls_file: Path | None, warcs: list[str]) -> None:
+    """Refuse unreadable local inputs before starting a flow run."""
+    local = [Path(w) for w in warcs if "://" not in w]
+    for path in ([urls_file] if urls_file else []) + local:
+        if not path.is_file():
+            _fail(f"cannot read {path}: no such file")
+
+
+def _check_db_writable(db: Path) -> None:
+    from tasks.load import DatabaseLockedError, ensure_schema
+
+    try:
+        ensure_schema(db)
+    except DatabaseLockedError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot open database {db}: {exc}")
+
+
+def _print_summary(summary: list[dict[str, Any]], db: Path) -> None:
+    from flows.report import COLUMNS
+
+    table = Table(title=f"newsflow ingest -> {db}")
+    for column in [*COLUMNS, "top reasons"]:
+        table.add_column(column, justify="left" if column in ("source", "top reasons") else "right")
+    for entry in summary:
+        table.add_row(*(str(entry[c]) for c in COLUMNS), "\n".join(entry["top_reasons"]))
+    Console().print(table)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run (read-only)")],
+    db: DbOption = None,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json")] = OutputFormat.table,
+) -> None:
+    """Query the database: aligned table for people, csv or json for programs."""
+    import duckdb
+
+    from tasks.load import DatabaseLockedError
+    from tasks.load import query as run_query
+
+    db_path = _db_path(db)
+    if not db_path.exists():
+        _fail(f"no database at {db_path}: run `newsflow ingest` first")
+    try:
+        columns, rows = run_query(db_path, query)
+    except DatabaseLockedError as exc:
+        _fail(str(exc))
+    except duckdb.Error as exc:
+        _fail(f"query failed: {exc}", code=1)
+    _print_rows(columns, rows, format)
+
+
+def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif fmt is OutputFormat.json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, ensure_ascii=False))
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""URL and content identity: which records are copies of what is already loaded.
+
+Pure functions over a batch and the keys the database already knows (looked up by
+`tasks/load.py` in set-based SQL, inside the same transaction that inserts, so two
+overlapping runs cannot both load the same article). No process-global caches: the
+database is the memory, so identity holds across runs, sources and backfills.
+
+Reasons given to duplicates (the `fetches.reason` column):
+    url-seen       the URL (or a variant of it) already maps to an article
+    same-content   the normalised text is already loaded under another URL
+    in-run         an earlier record of the same run had the same URL or text
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tasks.normalise import canonical_url
+from tasks.records import Article, State
+
+
+@dataclass(frozen=True, slots=True)
+class KnownKeys:
+    """What the database already holds for the keys of one batch."""
+
+    urls: Mapping[str, str] = field(default_factory=dict)  # canonical URL variant -> article_id
+    content: Mapping[str, str] = field(default_factory=dict)  # content_hash -> article_id
+
+
+def url_variants(record: Article) -> list[str]:
+    """Every canonical URL form under which this record could already be known."""
+    seen: dict[str, None] = {}
+    for url in (record.url, record.final_url, record.canonical_url):
+        if url:
+            seen.setdefault(canonical_url(url), None)
+    return list(seen)
+
+
+def unique_candidates(records: Iterable[Article]) -> list[Article]:
+    """Discovered records with one record per exact URL (the first source to name it wins), and
+    later variants of an earlier URL (tracking parameters, case, fragment) marked duplicates
+    before they cost a request."""
+    exact: set[str] = set()
+    canonical: set[str] = set()
+    out = []
+    for record in records:
+        if record.url in exact:
+            continue
+        exact.add(record.url)
+        variants = url_variants(record)
+        if not record.done and any(v in canonical for v in variants):
+            record = record.finish(State.DUPLICATE, "in-run")
+        canonical.update(variants)
+        out.append(record)
+    return out
+
+
+def skip_known_urls(records: Iterable[Article], known_urls: Mapping[str, str]) -> list[Article]:
+    """Before fetching: a URL whose canonical form is already loaded is a duplicate, not a request."""
+    out = []
+    for record in records:
+        if not record.done and (hit := _first_hit(url_variants(record), known_urls)):
+            record = record.replace(article_id=hit).finish(State.DUPLICATE, "url-seen")
+        out.append(record)
+    return out
+
+
+def mark_duplicates(records: Iterable[Article], known: KnownKeys) -> list[Article]:
+    """After normalising: mark records whose URL or text is already known, in the DB or earlier in the batch."""
+    batch_urls: dict[str, str] = {}
+    batch_content: dict[str, str] = {}
+    out = []
+    for record in records:
+        if not record.done and record.article_id:
+            record = _check_one(record, known, batch_urls, batch_content)
+        out.append(record)
+    return out
+
+
+def _check_one(record: Article, known: KnownKeys, batch_urls: dict[str, str],
+               batch_content: dict[str, str]) -> Article:
+    variants = url_variants(record)
+    if hit := _first_hit(variants, known.urls):
+        return record.replace(article_id=hit).finish(State.DUPLICATE, "url-seen")
+    if record.content_hash and (hit := known.content.get(record.content_hash)):
+        return record.replace(article_id=hit).finish(State.DUPLICATE, "same-content")
+    if (hit := _first_hit(variants, batch_urls)) or (
+        record.content_hash and (hit := batch_content.get(record.content_hash))
+    ):
+        return record.replace(article_id=hit).finish(State.DUPLICATE, "in-run")
+    for variant in variants:
+        batch_urls[variant] = record.article_id  # type: ignore[assignment]
+    if record.content_hash:
+        batch_content[record.content_hash] = record.article_id  # type: ignore[assignment]
+    return record
+
+
+def _first_hit(keys: Iterable[str], known: Mapping[str, str]) -> str | None:
+    return next((known[k] for k in keys if k in known), None)
+
+
+# ---------------------------------------------------------------- Prefect tasks (thin wrappers)
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NONE  # noqa: E402
+
+skip_known_task = task(name="skip-known-urls", cache_policy=NONE)(skip_known_urls)

@@ -1,0 +1,483 @@
+"""Extraction: raw archived pages -> main text and metadata. The only module that imports trafilatura.
+
+    extract_batch(records, settings)
+      └─ run_pool(_extract_job, jobs)          parent: chunks, hard deadlines, crash isolation
+           └─ _run_chunk(fn, jobs, timeout)   worker process: soft per-page SIGALRM limit
+                └─ _extract_job(job)          read_raw -> decode_html -> extract_page
+
+Extraction runs in worker processes, never threads: trafilatura (lxml/libxml2) segfaults under
+concurrent threads (trafilatura #840, #925). Workers read the raw bytes from the WARC archive
+themselves, so HTML never crosses a process or task boundary (STYLE.md rule 3).
+
+This module does not import prefect: worker processes import it to run `_extract_job` and would
+otherwise pay Prefect's import on every pool start. `extract_task` is built on first access.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from typing import Any
+
+import trafilatura
+from charset_normalizer import from_bytes
+from trafilatura import bare_extraction
+from trafilatura.metadata import extract_url
+from trafilatura.utils import load_html
+
+from tasks.archive import read_raw
+from tasks.normalise import word_count
+from tasks.records import Article, Extracted, RawRef, State
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# --- decoding -------------------------------------------------------------------------------
+
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([\w.:+-]+)", re.IGNORECASE)
+# Covers both <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">.
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([\w.:+-]+)", re.IGNORECASE)
+# Browsers look at the first 1024 bytes; news pages often put megabytes of inline CSS/JS first
+# and the <meta> later, so we look further.
+_META_SCAN_BYTES = 8192
+# WHATWG Encoding Standard: these labels mean their superset in every browser, and pages rely
+# on it (e.g. "iso-8859-1" pages with curly quotes in 0x80-0x9F: newspaper4k #687).
+_SUPERSETS = {
+    "latin-1": "cp1252", "iso8859-1": "cp1252", "ascii": "cp1252", "iso8859-9": "cp1254",
+    "iso8859-11": "cp874", "tis-620": "cp874", "shift_jis": "cp932", "euc_kr": "cp949",
+    "gb2312": "gb18030", "gbk": "gb18030",
+}
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_html(body: bytes, content_type: str | None) -> str:
+    """The page as text: BOM, header charset, <meta> charset, then detection; never raises."""
+    # Written by hand: w3lib.encoding does this but is not a dependency; trafilatura's own
+    # decode_file ignores the HTTP header and the <meta> declaration.
+    bom = next((name for mark, name in _BOMS if body.startswith(mark)), None)
+    declared = bom or _codec(_search(_HEADER_CHARSET, content_type or "")) or _codec(
+        _search(_META_CHARSET, body[:_META_SCAN_BYTES]))
+    if declared and not bom and declared != "utf-8" and not body.isascii() and _is_utf8(body):
+        # Non-ASCII bytes that happen to form valid UTF-8 are vanishingly rare in legacy
+        # encodings: the declaration is the CMS template's, the text is UTF-8.
+        declared = "utf-8"
+    if declared is None:
+        declared = "utf-8" if _is_utf8(body) else _detect(body)
+    return body.decode(declared, errors="replace")
+
+
+def _search(pattern: re.Pattern[Any], text: str | bytes) -> str | None:
+    match = pattern.search(text)
+    if match is None:
+        return None
+    value = match[1]
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _codec(label: str | None) -> str | None:
+    """Python's codec for a charset label (WHATWG supersets applied), None if unknown."""
+    if not label:
+        return None
+    try:
+        name = codecs.lookup(label.strip().lower()).name
+    except LookupError:
+        return None
+    # A page that could be read as ASCII cannot really be UTF-16, whatever its <meta> says.
+    return "utf-8" if name.startswith("utf-16") else _SUPERSETS.get(name, name)
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _detect(body: bytes) -> str:
+    """The encoding charset-normalizer finds most likely, cp1252 when it finds none."""
+    best = from_bytes(body).best()
+    return _codec(best.encoding) if best is not None and _codec(best.encoding) else "cp1252"
+
+
+# --- extraction -----------------------------------------------------------------------------
+
+# trafilatura options, named so the bench can compare them and extractor_version can say which
+# were used. Measured on the 88-page aeb-dev set (`bench/extraction_quality.py --compare`,
+# with metadata, decode_html included; ~55 CPU ms/page here):
+#   precision           favor_precision, no comments  P 0.965 R 0.973 F1 0.969  <- chosen
+#   precision-notables  same, tables dropped          P 0.961 R 0.959 F1 0.960
+#   balanced            no comments                   P 0.947 R 0.974 F1 0.961
+#   fast                fast, no comments             P 0.948 R 0.976 F1 0.961
+#   recall              favor_recall, no comments     P 0.944 R 0.974 F1 0.959
+#   default             trafilatura defaults          P 0.941 R 0.974 F1 0.957
+# (FIELD.md, all 181 pages: precision 0.964, fast 0.962, default 0.953.)
+PROFILES: dict[str, dict[str, Any]] = {
+    "precision": {"favor_precision": True, "include_comments": False},
+    "precision-notables": {"favor_precision": True, "include_comments": False, "include_tables": False},
+    "balanced": {"include_comments": False},
+    "recall": {"favor_recall": True, "include_comments": False},
+    "fast": {"fast": True, "include_comments": False},
+    "default": {},
+}
+SETTINGS_TAG = "precision"
+EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}"
+
+
+def extract_page(html: str, url: str, profile: str = SETTINGS_TAG) -> Extracted | None:
+    """Main text and metadata of one page; None when trafilatura finds no main text."""
+    tree = load_html(html)
+    if tree is None:
+        return None
+    # Returns None (not an error) on pages it cannot use, including ones nested so deeply that
+    # libxml2 gives up building the tree: the caller counts those as "no-text".
+    doc = bare_extraction(tree, url=url, with_metadata=True, **PROFILES[profile])
+    if doc is None or not (doc.text or "").strip():
+        return None
+    return Extracted(
+        text=doc.text,
+        title=doc.title,
+        authors=(doc.author,) if doc.author else (),
+        date=doc.date,
+        site_name=doc.sitename,
+        description=doc.description,
+        categories=tuple(doc.categories or ()),
+        tags=tuple(doc.tags or ()),
+        image=doc.image,
+        language=doc.language or _declared_language(tree),
+        canonical_link=_canonical_link(tree, doc.url, url),
+        extractor_version=f"trafilatura-{trafilatura.__version__}+{profile}",
+    )
+
+
+def _declared_language(tree: Any) -> str | None:
+    """The language the page declares: <html lang>, else og:locale / content-language meta."""
+    lang = tree.get("lang") or tree.get("xml:lang")
+    if lang:
+        return lang
+    for meta in tree.iterfind(".//head//meta[@content]"):
+        key = (meta.get("property") or meta.get("http-equiv") or meta.get("name") or "").lower()
+        if key in ("og:locale", "content-language", "language"):
+            return meta.get("content")
+    return None
+
+
+def _canonical_link(tree: Any, found: str | None, fetched: str) -> str | None:
+    """The URL the page gives for itself (rel=canonical, og:url, JSON-LD), never just the fetched one."""
+    # trafilatura's metadata URL falls back to the URL we passed in; only a URL the page states is a fact.
+    return extract_url(tree, None) or (found if found and found != fetched else None)
+
+
+# --- the worker side ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What a worker needs for one page: where its bytes are, not the bytes."""
+
+    raw: RawRef
+    url: str
+    content_type: str | None
+    max_bytes: int
+    min_words: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A terminal state a worker decided for a page."""
+
+    state: State
+    reason: str
+
+
+def _extract_job(job: _Job) -> Extracted | _Verdict:
+    """Read, decode and extract one page inside a worker process."""
+    response = read_raw(job.raw)
+    if len(response.body) > job.max_bytes:
+        return _Verdict(State.SKIPPED, "too-large")
+    html = decode_html(response.body, job.content_type or response.header("content-type"))
+    extracted = extract_page(html, job.url)
+    if extracted is None:
+        return _Verdict(State.NOT_ARTICLE, "no-text")
+    if word_count(extracted.text) < job.min_words:
+        return _Verdict(State.NOT_ARTICLE, "too-short")
+    return extracted
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one item in the pool: a value, or the reason it failed."""
+
+    value: Any = None
+    error: str | None = None
+
+
+TIMEOUT = "extract-timeout"
+
+
+class _SoftTimeout(BaseException):
+    """Raised by SIGALRM in a worker. A BaseException so that trafilatura's own broad
+    `except Exception` handlers (e.g. around JSON-LD parsing) cannot swallow it."""
+
+
+_armed = False
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    if _armed:
+        raise _SoftTimeout
+
+
+def _run_chunk(fn: Callable[[Any], Any], items: Sequence[Any], timeout: float) -> list[Outcome]:
+    """Worker side: `fn` on each item, each under a soft SIGALRM time limit."""
+    global _armed
+    signal.signal(signal.SIGALRM, _on_alarm)
+    outcomes = []
+    for item in items:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        _armed = True
+        try:
+            outcomes.append(Outcome(value=fn(item)))
+        except _SoftTimeout:
+            outcomes.append(Outcome(error=TIMEOUT))
+        except Exception as exc:  # an extractor bug fails its page, with the exception's name, not the batch
+            outcomes.append(Outcome(error=f"extract-error:{type(exc).__name__}"))
+        finally:
+            _armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    return outcomes
+
+
+def _warm() -> None:
+    """No-op run once per worker so that process start and imports are not timed as extraction."""
+
+
+# --- the parent side: one persistent pool ---------------------------------------------------
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+# One batch at a time uses the pool: rebuilding it after a hang or crash must not pull the
+# rug from under a concurrent batch (Prefect runs tasks in threads). They would share the
+# CPUs anyway.
+_pool_lock = threading.Lock()
+# Chunks of pages per submit cut IPC overhead; smaller chunks for small batches keep every
+# worker busy.
+MAX_CHUNK = 12
+# A pool that breaks before it ran anything cannot start (no memory, no forkserver): after
+# this many fresh ones, raise instead of spinning.
+MAX_IDLE_RESTARTS = 3
+
+
+def _context() -> Any:
+    """forkserver where there is one (workers fork from a process that already imported
+    trafilatura, so a rebuilt pool starts in milliseconds), spawn elsewhere. Never fork: the
+    parent runs Prefect's threads."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def _get_pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool, created on first use and kept for later batches."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size != workers:
+        _discard_pool(kill=False)
+        _pool, _pool_size = ProcessPoolExecutor(max_workers=workers, mp_context=_context()), workers
+        wait([_pool.submit(_warm) for _ in range(workers)])
+    return _pool
+
+
+def _discard_pool(kill: bool) -> None:
+    """Shut the pool down; with `kill`, end its processes first (a hung worker never returns)."""
+    global _pool
+    if _pool is None:
+        return
+    processes = list((getattr(_pool, "_processes", None) or {}).values())  # no public API before 3.14
+    if kill:
+        for process in processes:
+            process.kill()
+    _pool.shutdown(wait=not kill, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
+    _pool = None
+
+
+def shutdown_pool() -> None:
+    """End the worker processes (tests, CLI exit); the next batch starts a new pool."""
+    with _pool_lock:
+        _discard_pool(kill=False)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    indices: list[int]
+    solo: bool = False  # run alone: it was in flight when a worker crashed
+
+
+class _PoolRun:
+    """One batch through the pool: keeps `workers` chunks in flight, fails only what hung or crashed."""
+
+    def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout: float) -> None:
+        self.fn, self.items, self.workers, self.timeout = fn, items, max(1, workers), timeout
+        self.results: list[Outcome | None] = [None] * len(items)
+        size = max(1, min(MAX_CHUNK, len(items) // (self.workers * 4)))
+        self.queue = deque(_Chunk(list(range(i, min(i + size, len(items))))) for i in range(0, len(items), size))
+        self.inflight: dict[Future[list[Outcome]], tuple[_Chunk, float]] = {}
+        self.restarts = 0
+
+    def run(self) -> list[Outcome]:
+        while self.queue or self.inflight:
+            self._fill()
+            if not self.inflight:  # the pool broke as we submitted; _fill starts a new one
+                continue
+            deadline = min(d for _, d in self.inflight.values())
+            done, _ = wait(self.inflight, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+            if [f for f in done if not self._collect(f)]:  # a list: every finished future is collected
+                self._after_crash()
+            elif not done:
+                self._after_hang()
+        return [r or Outcome(error=TIMEOUT) for r in self.results]
+
+    def _fill(self) -> None:
+        """Submit queued chunks while there is room; a solo chunk waits for an empty pool."""
+        if not self.queue:
+            return
+        pool = _get_pool(self.workers)
+        while self.queue and len(self.inflight) < self.workers:
+            if any(c.solo for c, _ in self.inflight.values()) or (self.queue[0].solo and self.inflight):
+                return
+            chunk = self.queue.popleft()
+            # A chunk's soft limits add up to len * timeout; the margin covers IPC and scheduling.
+            deadline = time.monotonic() + self.timeout * len(chunk.indices) + max(2.0, self.timeout)
+            items = [self.items[i] for i in chunk.indices]
+            try:
+                future = pool.submit(_run_chunk, self.fn, items, self.timeout)
+            except BrokenProcessPool:
+                # In-flight chunks will come back broken and be handled; with none, start afresh.
+                self.queue.appendleft(chunk)
+                if not self.inflight:
+                    self._restart_empty_pool()
+                return
+            self.inflight[future] = (chunk, deadline)
+
+    def _restart_empty_pool(self) -> None:
+        """Discard a pool that broke with nothing in flight; give up if new ones keep breaking."""
+        self.restarts += 1
+        if self.restarts > MAX_IDLE_RESTARTS:
+            raise RuntimeError("the extraction worker pool breaks as soon as it starts")
+        _discard_pool(kill=True)
+
+    def _collect(self, future: Future[list[Outcome]]) -> bool:
+        """Record a finished chunk's outcomes; False if the pool broke under it (it stays in flight)."""
+        chunk, _ = self.inflight[future]
+        try:
+            outcomes = future.result()
+        except (BrokenProcessPool, CancelledError):  # lost with the pool, not through its own fault
+            return False
+        except Exception as exc:  # e.g. an unpicklable result: fails this chunk's pages, named
+            outcomes = [Outcome(error=f"extract-error:{type(exc).__name__}")] * len(chunk.indices)
+        for index, outcome in zip(chunk.indices, outcomes, strict=True):
+            self.results[index] = outcome
+        del self.inflight[future]
+        return True
+
+    def _drain(self) -> list[_Chunk]:
+        """Wait out every in-flight future of a dead pool; the chunks it took down with it."""
+        wait(self.inflight, timeout=30)
+        lost = [chunk for f, (chunk, _) in list(self.inflight.items()) if not (f.done() and self._collect(f))]
+        self.inflight.clear()
+        return lost
+
+    def _after_crash(self) -> None:
+        """A worker died: isolate the culprit by rerunning what was in flight alone, then page by page."""
+        alone = len(self.inflight) == 1
+        for chunk in self._drain():
+            if alone and len(chunk.indices) == 1:
+                self.results[chunk.indices[0]] = Outcome(error="extract-error:BrokenProcessPool")
+            elif alone:
+                self.queue.extendleft(_Chunk([i], solo=True) for i in reversed(chunk.indices))
+            else:
+                self.queue.appendleft(_Chunk(chunk.indices, solo=True))
+        log.warning("extraction worker crashed; rebuilding the pool")
+        _discard_pool(kill=True)
+
+    def _after_hang(self) -> None:
+        """A chunk overran its hard deadline: kill the pool, fail that chunk, requeue the others."""
+        now = time.monotonic()
+        hung = {id(c) for c, d in self.inflight.values() if d <= now}
+        _discard_pool(kill=True)
+        for chunk in self._drain():
+            if id(chunk) in hung:
+                for index in chunk.indices:
+                    self.results[index] = Outcome(error=TIMEOUT)
+            else:
+                self.queue.appendleft(chunk)
+        log.warning("extraction worker hung past %.0f s a page; pool rebuilt", self.timeout)
+
+
+def run_pool(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout: float) -> list[Outcome]:
+    """`fn` over `items` in the persistent worker pool, one Outcome per item, in order.
+
+    `fn` must be picklable (a module-level function). Each item gets `timeout` seconds: a soft
+    limit in the worker, and a hard one here that kills the pool if a worker ignores it.
+    """
+    if not items:
+        return []
+    with _pool_lock:
+        return _PoolRun(fn, items, workers, timeout).run()
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+def extract_batch(records: list[Article], settings: Settings) -> list[Article]:
+    """Extract every not-done record with archived raw bytes; done records pass through."""
+    todo = [i for i, r in enumerate(records) if not r.done and r.raw is not None]
+    jobs = [_job(records[i], settings) for i in todo]
+    outcomes = run_pool(_extract_job, jobs, settings.extract_workers, settings.extract_timeout)
+    result = list(records)
+    for index, outcome in zip(todo, outcomes, strict=True):
+        result[index] = _apply(records[index], outcome)
+    return result
+
+
+def _job(record: Article, settings: Settings) -> _Job:
+    return _Job(record.raw, record.final_url or record.url, record.content_type,  # type: ignore[arg-type]
+                settings.max_page_bytes, settings.min_words)
+
+
+def _apply(record: Article, outcome: Outcome) -> Article:
+    """The record with its extraction outcome: extracted data, or a terminal state."""
+    if outcome.error is not None:
+        return record.finish(State.FAILED, outcome.error)
+    if isinstance(outcome.value, _Verdict):
+        return record.finish(outcome.value.state, outcome.value.reason)
+    return record.replace(extracted=outcome.value)
+
+
+def __getattr__(name: str) -> object:
+    """`extract_task`, the Prefect task, built on first access so that workers never import prefect."""
+    if name != "extract_task":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    @task(name="extract", cache_policy=NONE)
+    def extract_task(records: list[Article], settings: Settings) -> list[Article]:
+        """Extract one batch in the worker pool."""
+        result = extract_batch(records, settings)
+        log.info("extracted %d of %d records", sum(r.extracted is not None for r in result), len(result))
+        return result
+
+    globals()[name] = extract_task
+    return extract_task

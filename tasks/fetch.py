@@ -1,0 +1,719 @@
+"""Polite, bounded, SSRF-safe HTTP: article pages into the raw store, feeds/sitemaps/WARCs to callers.
+
+Every request, on every redirect hop, goes through the same rules:
+
+* only http/https; redirects followed by hand, at most `max_redirects`, loops refused;
+* the host is resolved first and refused if ANY address is not public (loopback, private,
+  link-local, reserved, multicast, unspecified; IPv4 inside IPv4-mapped, IPv4-compatible,
+  NAT64 and 6to4 IPv6 addresses; odd IPv4 spellings like `2130706433` or `0x7f.1`), unless
+  the name or address is in `settings.allow_private_hosts`; then the connection goes to
+  that vetted IP (URL host rewritten, `Host` header and TLS SNI kept), so DNS rebinding
+  cannot swap the address between the check and the connect;
+* bodies are decompressed here, not by httpx, and counted while streaming, so a
+  decompression bomb stops at the cap;
+* a total deadline per URL (`settings.deadline`, covering DNS, redirects, retries and
+  body; not the politeness waits), on top of httpx's connect/read timeouts;
+* per-host concurrency (`per_host`) and spacing of request starts (`host_delay`).
+
+Exceptions (`reason` is what lands in the `fetches.reason` column)::
+
+    FetchError(reason)                        state failed unless noted
+     ├── RefusedError                         state skipped: we chose not to fetch or keep it
+     │    ├── PrivateAddressError             private-address
+     │    ├── BadURLError                     bad-url, bad-scheme
+     │    └── ContentTypeError                content-type:<mime>, content-type:none, binary-body
+     ├── HTTPStatusError(status)              http-<status>; state blocked for 401/402/403;
+     │                                        transient for 429/500/502/503/504
+     ├── TransientError                       timeout, connect-error, protocol-error (retried)
+     ├── RedirectError                        too-many-redirects, redirect-loop
+     ├── TooLargeError                        too-large (after decompression)
+     ├── DeadlineError                        deadline
+     └── FetchError itself                    tls-error, dns-error, bad-encoding, decode-error,
+                                              retry-after-too-long
+
+Retries: transient failures get at most `MAX_ATTEMPTS` attempts, with exponential backoff and
+jitter from `settings.retry_backoff`, or the server's `Retry-After` (seconds or HTTP date) when
+it is at most `settings.retry_after_cap`; a longer one fails at once (`retry-after-too-long`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import re
+import socket
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import BinaryIO, TypeVar
+
+import brotli
+import httpx
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.archive import RawWriter, raw_writer
+from tasks.records import Article, State
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_ATTEMPTS = 3
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BLOCKED_STATUSES = frozenset({401, 402, 403})
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+ARTICLE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
+# Only what we can decode with a bounded output; httpx would also offer zstd when installed.
+ACCEPT_ENCODING = "gzip, deflate, br"
+_CHUNK = 64 * 1024  # most decompressed bytes produced per step
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+# --- exceptions -------------------------------------------------------------------------------
+
+class FetchError(Exception):
+    """A URL could not be fetched; `reason` is short, lowercase and groupable."""
+
+    state: State = State.FAILED
+    transient: bool = False
+
+    def __init__(self, reason: str, *, url: str | None = None, status: int | None = None,
+                 content_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.url, self.status, self.content_type = url, status, content_type
+
+
+class RefusedError(FetchError):
+    state = State.SKIPPED
+
+
+class PrivateAddressError(RefusedError):
+    def __init__(self, host: str) -> None:
+        super().__init__("private-address")
+        self.host = host
+
+
+class BadURLError(RefusedError):
+    pass
+
+
+class ContentTypeError(RefusedError):
+    pass
+
+
+class HTTPStatusError(FetchError):
+    def __init__(self, status: int, *, url: str | None = None, retry_after: float | None = None,
+                 content_type: str | None = None) -> None:
+        super().__init__(f"http-{status}", url=url, status=status, content_type=content_type)
+        self.state = State.BLOCKED if status in BLOCKED_STATUSES else State.FAILED
+        self.transient = status in RETRY_STATUSES
+        self.retry_after = retry_after
+
+
+class TransientError(FetchError):
+    transient = True
+
+
+class RedirectError(FetchError):
+    pass
+
+
+class TooLargeError(FetchError):
+    def __init__(self) -> None:
+        super().__init__("too-large")
+
+
+class DeadlineError(FetchError):
+    def __init__(self) -> None:
+        super().__init__("deadline")
+
+
+# --- public API -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A fetched feed/sitemap/robots/WARC body (not an article page)."""
+
+    url: str
+    final_url: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+def fetch_document(url: str, settings: Settings, headers: dict[str, str] | None = None,
+                   *, max_bytes: int | None = None) -> Document:
+    """GET a feed or sitemap under the fetch rules; 2xx and 304 are returned, anything else raises."""
+    limit = max_bytes or settings.max_page_bytes
+    return asyncio.run(_one_off(settings, lambda s, d: _get_document(s, url, headers or {}, d, limit)))
+
+
+def download(url: str, dest: BinaryIO, settings: Settings, max_bytes: int) -> None:
+    """Stream a large body (a WARC file) into `dest`; on error `dest` may hold a partial body.
+
+    No total deadline (a 1 GB file may rightly take minutes); the read timeout still catches stalls.
+    """
+    asyncio.run(_one_off(settings, lambda s, d: _download(s, url, dest, max_bytes, d), deadline=False))
+
+
+async def fetch_articles(records: list[Article], settings: Settings, writer: RawWriter) -> list[Article]:
+    """Fetch every pending record's page into `writer`; each comes back fetched or finished."""
+    limit = asyncio.Semaphore(settings.concurrency)
+
+    async def one(record: Article) -> Article:
+        if record.done or record.raw is not None:
+            return record
+        async with limit:
+            return await _fetch_article(session, record, writer)
+
+    async with _session(settings) as session:
+        return list(await asyncio.gather(*(one(r) for r in records)))
+
+
+def fetch_batch(records: list[Article], settings: Settings) -> list[Article]:
+    """Fetch a batch into a new WARC file of the raw store."""
+    if all(r.done or r.raw is not None for r in records):
+        return records  # no empty WARC file for a batch with nothing to fetch
+    with raw_writer(settings.raw_dir) as writer:
+        return asyncio.run(fetch_articles(records, settings, writer))
+
+
+def is_forbidden_ip(ip: IP) -> bool:
+    """True unless `ip` is a public unicast address (embedded IPv4 judged on its own)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return is_forbidden_ip(embedded)
+    return (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local
+            or ip.is_reserved or ip.is_multicast or ip.is_unspecified)
+
+
+def parse_ip_literal(host: str) -> IP | None:
+    """`host` as an IP address if it is one in any spelling a resolver accepts (`127.1`, `0x7f.1`)."""
+    host = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    # ipaddress only reads dotted quads; inet_aton reads the shorthand, hex and octal forms
+    # that getaddrinfo (and browsers) also accept, which is how `http://0x7f.1/` reaches loopback.
+    if re.fullmatch(r"[0-9a-fx.]+", host.lower()):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+# --- articles ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    url: str
+    status: int
+    reason_phrase: str
+    headers: list[tuple[str, str]]
+    content_type: str | None
+    body: bytes
+    elapsed_ms: int
+
+
+async def _fetch_article(session: _Session, record: Article, writer: RawWriter) -> Article:
+    """The record fetched and archived, or finished with the reason it could not be."""
+    try:
+        page = await _with_deadline(session, lambda d: _get_page(session, record.url, d))
+    except FetchError as exc:
+        log.debug("fetch %s: %s", record.url, exc.reason)
+        return record.replace(final_url=exc.url, http_status=exc.status,
+                              content_type=exc.content_type).finish(exc.state, exc.reason)
+    fetched_at = datetime.now(UTC)
+    raw = writer.write(page.url, page.status, page.reason_phrase, page.headers, page.body, fetched_at)
+    return record.replace(final_url=page.url, http_status=page.status, fetched_at=fetched_at,
+                          elapsed_ms=page.elapsed_ms, n_bytes=len(page.body),
+                          content_type=page.content_type, raw=raw)
+
+
+async def _get_page(session: _Session, url: str, deadline: asyncio.Timeout | None) -> _Page:
+    """One attempt at an article page: HTML only, capped."""
+    async with _follow(session, url, {"Accept": ARTICLE_ACCEPT}, deadline) as (response, final):
+        content_type = response.headers.get("content-type")
+        if not 200 <= response.status_code < 300:
+            raise _status_error(response, final)
+        _check_declared_type(content_type, final)
+        body = await _read_body(response, session.settings.max_page_bytes)
+    _check_body(body, content_type, final)
+    return _Page(final, response.status_code, response.reason_phrase, response.headers.multi_items(),
+                 content_type, body, int(response.elapsed.total_seconds() * 1000))
+
+
+def _mime(content_type: str | None) -> str | None:
+    """`text/html` from `text/html; charset=utf-8`; None when absent or empty."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    return mime or None
+
+
+def _check_declared_type(content_type: str | None, url: str) -> None:
+    """Refuse before reading the body when the server says it is not HTML."""
+    mime = _mime(content_type)
+    if mime is not None and mime not in HTML_TYPES:
+        raise ContentTypeError(f"content-type:{mime}", url=url, status=200, content_type=content_type)
+
+
+# WHATWG MIME sniffing's "HTML" patterns: a tag name followed by a space or '>'. Hand-written
+# because the sniffing libraries (python-magic, filetype) need libmagic or only know binaries.
+_HTML_SNIFF = re.compile(
+    rb"<(!doctype html|html|head|script|iframe|h1|div|font|table|a|style|title|b|body|br|p|!--)[ >\t\r\n]",
+    re.IGNORECASE)
+_BINARY_MAGIC = (b"%PDF-", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 HTML is full of NUL bytes yet is text
+
+
+def _check_body(body: bytes, content_type: str | None, url: str) -> None:
+    """Refuse a binary body, and a body without Content-Type that does not look like HTML."""
+    head = body[:1024]
+    if head.startswith(_BINARY_MAGIC) or (b"\x00" in head and not head.startswith(_UTF16_BOMS)):
+        raise ContentTypeError("binary-body", url=url, status=200, content_type=content_type)
+    if _mime(content_type) is None and not _HTML_SNIFF.match(head.lstrip(b"\xef\xbb\xbf \t\r\n")):
+        raise ContentTypeError("content-type:none", url=url, status=200, content_type=content_type)
+
+
+# --- documents and downloads ------------------------------------------------------------------
+
+async def _get_document(session: _Session, url: str, headers: dict[str, str],
+                        deadline: asyncio.Timeout | None, max_bytes: int) -> Document:
+    """One attempt at a feed/sitemap: any 2xx or a 304."""
+    async with _follow(session, url, headers, deadline) as (response, final):
+        if not (200 <= response.status_code < 300 or response.status_code == 304):
+            raise _status_error(response, final)
+        body = await _read_body(response, max_bytes)
+    return Document(url, final, response.status_code, tuple(response.headers.multi_items()), body)
+
+
+async def _download(session: _Session, url: str, dest: BinaryIO, max_bytes: int,
+                    deadline: asyncio.Timeout | None) -> None:
+    """One attempt at streaming `url` into `dest`; failures after the first byte are not retried."""
+    async with _follow(session, url, {"Accept-Encoding": "identity"}, deadline) as (response, final):
+        if not 200 <= response.status_code < 300:
+            raise _status_error(response, final)
+        try:
+            async for piece in _stream_body(response, max_bytes):
+                dest.write(piece)
+        except FetchError as exc:
+            exc.transient = False  # part of the body is already in `dest`
+            raise
+
+
+# --- requests, redirects and the address guard ------------------------------------------------
+
+@dataclass
+class _Session:
+    client: httpx.AsyncClient
+    settings: Settings
+    hosts: _Hosts
+
+
+@asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[_Session]:
+    """One client for a whole batch: pooled connections, our headers, no redirects, no cookies."""
+    timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout,
+                            write=settings.read_timeout, pool=settings.connect_timeout)
+    # Cookies would be filed under the pinned IP, not the site, and leak between sites on one IP.
+    cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    async with httpx.AsyncClient(
+        transport=_PinnedTransport(), timeout=timeout, follow_redirects=False, trust_env=False,
+        cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+    ) as client:
+        yield _Session(client, settings, _Hosts(settings.per_host, settings.host_delay))
+
+
+class _PinnedTransport(httpx.AsyncBaseTransport):
+    """One connection pool per TLS server name.
+
+    Requests go to IP-literal URLs, so httpcore's pool would otherwise reuse a connection made
+    (and certificate-checked) for one site for another site on the same IP.
+    """
+
+    def __init__(self) -> None:
+        # Building an SSL context loads the CA bundle (~30 ms, blocking the loop): do it once.
+        self._tls = httpx.create_ssl_context(trust_env=False)
+        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = str(request.extensions.get("sni_hostname", ""))
+        if key not in self._pools:
+            self._pools[key] = httpx.AsyncHTTPTransport(verify=self._tls, trust_env=False)
+        return await self._pools[key].handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+
+
+@asynccontextmanager
+async def _follow(session: _Session, url: str, headers: dict[str, str],
+                  deadline: asyncio.Timeout | None) -> AsyncIterator[tuple[httpx.Response, str]]:
+    """The last response of `url`'s redirect chain (body not yet read) and its URL; every hop vetted."""
+    seen = {_without_fragment(url)}
+    for _ in range(session.settings.max_redirects + 1):
+        async with _hop(session, url, headers, deadline) as response:
+            if not response.has_redirect_location:  # 301/302/303/307/308 with a Location
+                yield response, url
+                return
+            location = response.headers["location"]
+        url = _next_url(url, location, seen)
+    raise RedirectError("too-many-redirects", url=url)
+
+
+@asynccontextmanager
+async def _hop(session: _Session, url: str, headers: dict[str, str],
+               deadline: asyncio.Timeout | None) -> AsyncIterator[httpx.Response]:
+    """One request to a vetted address, holding a slot of its host until the body is read."""
+    target = _parse_url(url)
+    host = target.raw_host.decode("ascii")
+    ip = await _vetted_ip(host, target.port or (443 if target.scheme == "https" else 80), session.settings)
+    request = session.client.build_request(
+        "GET", target.copy_with(host=ip), headers={**headers, "Host": target.netloc.decode("ascii")},
+        extensions={"sni_hostname": host} if target.scheme == "https" else {},
+    )
+    async with session.hosts.slot(host, deadline):
+        try:
+            response = await session.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, url) from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+def _parse_url(url: str) -> httpx.URL:
+    """`url` parsed, if it is an absolute http(s) URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise BadURLError("bad-url", url=url) from exc
+    if parsed.scheme not in ("http", "https"):
+        raise BadURLError("bad-scheme", url=url)
+    if not parsed.raw_host:
+        raise BadURLError("bad-url", url=url)
+    return parsed
+
+
+def _next_url(url: str, location: str, seen: set[str]) -> str:
+    """Where a redirect from `url` leads, refusing loops (a URL met twice in one chain)."""
+    try:
+        nxt = str(httpx.URL(url).join(location.strip()))
+    except httpx.InvalidURL as exc:
+        raise BadURLError("bad-url", url=url) from exc
+    key = _without_fragment(nxt)
+    if key in seen:
+        raise RedirectError("redirect-loop", url=nxt)
+    seen.add(key)
+    return nxt
+
+
+def _without_fragment(url: str) -> str:
+    return url.split("#", 1)[0]
+
+
+async def _vetted_ip(host: str, port: int, settings: Settings) -> str:
+    """The address to connect to for `host`, refusing hosts with any non-public address."""
+    allowed = {h.lower().rstrip(".") for h in settings.allow_private_hosts}
+    literal = parse_ip_literal(host)
+    addresses = [literal] if literal is not None else await _resolve(host, port)
+    if host.lower().rstrip(".") not in allowed:
+        if any(is_forbidden_ip(a) and str(a) not in allowed for a in addresses):
+            raise PrivateAddressError(host)
+    return str(addresses[0])
+
+
+async def _resolve(host: str, port: int) -> list[IP]:
+    """All addresses of `host`, in resolver order."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError("dns-error") from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise FetchError("dns-error")
+    return list(dict.fromkeys(addresses))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped, IPv4-compatible, NAT64 or 6to4 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or int(ip) >> 32 == 0:  # 64:ff9b::a.b.c.d, ::a.b.c.d (and ::, ::1)
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _status_error(response: httpx.Response, url: str) -> HTTPStatusError:
+    return HTTPStatusError(response.status_code, url=url,
+                           retry_after=parse_retry_after(response.headers.get("retry-after")),
+                           content_type=response.headers.get("content-type"))
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> FetchError:
+    """httpx's transport failures in our vocabulary; certificate problems are not retried."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError("timeout", url=url)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return FetchError("tls-error", url=url)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ProtocolError):
+        return TransientError("protocol-error", url=url)
+    return TransientError("connect-error", url=url)
+
+
+# --- politeness, deadline, retries ------------------------------------------------------------
+
+class _Hosts:
+    """Per-host limits: at most `per_host` requests in flight, starts `delay` seconds apart."""
+
+    def __init__(self, per_host: int, delay: float) -> None:
+        self._per_host, self._delay = per_host, delay
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._next_start: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def slot(self, host: str, deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
+        slots = self._slots.setdefault(host, asyncio.Semaphore(self._per_host))
+        async with _paused(deadline):  # waiting our turn is politeness, not the server's slowness
+            await slots.acquire()
+            try:
+                await self._space(host)
+            except BaseException:
+                slots.release()
+                raise
+        try:
+            yield
+        finally:
+            slots.release()
+
+    async def _space(self, host: str) -> None:
+        """Wait until `delay` seconds after the previous start to `host`."""
+        loop = asyncio.get_running_loop()
+        async with self._locks.setdefault(host, asyncio.Lock()):
+            wait = self._next_start.get(host, 0.0) - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_start[host] = loop.time() + self._delay
+
+
+@asynccontextmanager
+async def _paused(deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
+    """Stop `deadline`'s clock for the duration of the block."""
+    if deadline is None or deadline.expired() or deadline.when() is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    remaining = deadline.when() - loop.time()  # type: ignore[operator]
+    deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        deadline.reschedule(loop.time() + remaining)
+
+
+async def _one_off(settings: Settings, attempt: Callable[[_Session, asyncio.Timeout | None], Awaitable[T]],
+                   deadline: bool = True) -> T:
+    """Run `attempt` with retries in a session of its own (for the sync entry points)."""
+    async with _session(settings) as session:
+        if not deadline:
+            return await _retrying(lambda: attempt(session, None), settings, None)
+        return await _with_deadline(session, lambda d: attempt(session, d))
+
+
+async def _with_deadline(session: _Session, attempt: Callable[[asyncio.Timeout], Awaitable[T]]) -> T:
+    """`attempt` with retries, all within one `settings.deadline`."""
+    try:
+        async with asyncio.timeout(session.settings.deadline) as deadline:
+            return await _retrying(lambda: attempt(deadline), session.settings, deadline)
+    except TimeoutError as exc:
+        raise DeadlineError() from exc
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]], settings: Settings,
+                    deadline: asyncio.Timeout | None) -> T:
+    """`attempt` again after transient failures, at most MAX_ATTEMPTS times."""
+    for n in range(MAX_ATTEMPTS):
+        try:
+            return await attempt()
+        except FetchError as exc:
+            if not exc.transient or n == MAX_ATTEMPTS - 1:
+                raise
+            delay = _retry_delay(exc, n, settings)
+        async with _paused(deadline):
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _retry_delay(exc: FetchError, n: int, settings: Settings) -> float:
+    """Seconds before attempt n+2: the server's Retry-After, else exponential backoff with jitter."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        if retry_after > settings.retry_after_cap:
+            raise FetchError("retry-after-too-long", url=exc.url, status=exc.status) from exc
+        return retry_after
+    return settings.retry_backoff * 2**n * random.uniform(0.5, 1.5)
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
+    """The whole decoded body, at most `max_bytes`."""
+    body = bytearray()
+    async for piece in _stream_body(response, max_bytes):
+        body += piece
+    return bytes(body)
+
+
+async def _stream_body(response: httpx.Response, max_bytes: int) -> AsyncIterator[bytes]:
+    """The body decoded from its Content-Encoding, raising TooLargeError past `max_bytes` decoded."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes and "content-encoding" not in response.headers:
+        raise TooLargeError()
+    decoder = _decoder(response.headers.get("content-encoding", ""))
+    total = 0
+    try:
+        async for chunk in response.aiter_raw():
+            for piece in decoder.feed(chunk):
+                total += len(piece)
+                if total > max_bytes:
+                    raise TooLargeError()
+                yield piece
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, str(response.url)) from exc
+    except (zlib.error, brotli.error) as exc:
+        raise FetchError("decode-error") from exc
+    for piece in decoder.flush():
+        total += len(piece)
+        if total > max_bytes:
+            raise TooLargeError()
+        yield piece
+
+
+class _Zlib:
+    """gzip or deflate, producing at most _CHUNK bytes per step."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._wbits = zlib.MAX_WBITS | 16 if self._gzip else zlib.MAX_WBITS
+        self._d = zlib.decompressobj(self._wbits)
+        self._started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            try:
+                out = self._d.decompress(data, _CHUNK)
+            except zlib.error:
+                if self._gzip or self._started:
+                    raise
+                # "deflate" is often sent raw, without the zlib header (httpx falls back too).
+                self._wbits, self._d = -zlib.MAX_WBITS, zlib.decompressobj(-zlib.MAX_WBITS)
+                out = self._d.decompress(data, _CHUNK)
+            self._started = True
+            if out:
+                yield out
+            data = self._d.unconsumed_tail
+            if self._d.eof:
+                data = self._d.unused_data
+                if not (data and self._gzip):
+                    return  # bytes after the end of a deflate stream are ignored, as httpx does
+                self._d = zlib.decompressobj(self._wbits)  # the next member of a multi-member gzip
+            elif not data and len(out) < _CHUNK:
+                return
+
+    def flush(self) -> Iterator[bytes]:
+        yield self._d.flush()
+
+
+class _Brotli:
+    """brotli, producing at most _CHUNK bytes per step (needs brotli >= 1.2's output limit)."""
+
+    def __init__(self) -> None:
+        self._d = brotli.Decompressor()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        yield self._d.process(data, output_buffer_limit=_CHUNK)
+        while not self._d.can_accept_more_data():
+            yield self._d.process(b"", output_buffer_limit=_CHUNK)
+
+    def flush(self) -> Iterator[bytes]:
+        return iter(())
+
+
+class _Chain:
+    """Stacked Content-Encodings, undone in reverse order of application."""
+
+    def __init__(self, decoders: list[_Zlib | _Brotli]) -> None:
+        self._decoders = decoders
+
+    def feed(self, data: bytes, start: int = 0) -> Iterator[bytes]:
+        if start == len(self._decoders):
+            if data:
+                yield data
+            return
+        for piece in self._decoders[start].feed(data):
+            yield from self.feed(piece, start + 1)
+
+    def flush(self) -> Iterator[bytes]:
+        for i, decoder in enumerate(self._decoders):
+            for piece in decoder.flush():
+                yield from self.feed(piece, i + 1)
+
+
+def _decoder(content_encoding: str) -> _Chain:
+    """A decoder for a Content-Encoding header like `gzip, br`."""
+    decoders: list[_Zlib | _Brotli] = []
+    for name in reversed([e.strip().lower() for e in content_encoding.split(",") if e.strip()]):
+        if name in ("gzip", "x-gzip", "deflate"):
+            decoders.append(_Zlib(name))
+        elif name == "br":
+            decoders.append(_Brotli())
+        elif name != "identity":
+            raise FetchError("bad-encoding")
+    return _Chain(decoders)
+
+
+# --- Prefect ----------------------------------------------------------------------------------
+
+fetch_task = task(name="fetch", cache_policy=NONE)(fetch_batch)

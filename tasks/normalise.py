@@ -1,0 +1,253 @@
+"""Normalise what extraction found: URLs, ids, dates, authors, titles, language, hashes.
+
+Plain functions over plain values, and `normalise_batch` that fills an `Article`'s normalise
+fields from its `extracted` page data and its source `hints`. courlan does the URL work;
+dates are ISO 8601 or RFC 2822 (what pages, feeds and sitemaps give), which the standard
+library parses, so no date-guessing library (dateparser) is pulled in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from courlan import clean_url
+
+from tasks.records import Article, Extracted
+
+# Pages and sitemaps with dates before the web (and before most news archives) are wrong
+# far more often than right: a CMS default (1970-01-01) or a birth date found by htmldate.
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+# A page date may run ahead of our clock by a time zone or a scheduled post; more is a wrong
+# date (htmldate #28: a date taken from a JS string, in the future).
+FUTURE_SLACK = timedelta(days=1)
+
+
+# --- URLs and ids ---------------------------------------------------------------------------
+
+def canonical_url(url: str) -> str:
+    """`url` without trackers (utm_*, fbclid, gclid...), default port or fragment; scheme and host lowercased."""
+    # courlan keeps meaningful query params (id=, page=) and sorts them; its non-strict mode
+    # keeps some fragments, which never reach the server, so we drop them here.
+    cleaned = clean_url(url) or url.strip()
+    return urlunsplit(urlsplit(cleaned)._replace(fragment=""))
+
+
+def article_id(canonical: str) -> str:
+    """Stable id of an article: first 16 hex chars of the sha256 of its canonical URL."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def domain_of(url: str) -> str | None:
+    """The host of `url`, lowercased, without port or a leading "www."."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host.removeprefix("www.") or None
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+def parse_date(value: str | None) -> datetime | None:
+    """An ISO 8601 or RFC 2822 date as an aware UTC datetime (naive means UTC); None if unparsable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+    return _as_utc(parsed)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """`value` in UTC; a naive datetime is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _plausible(value: datetime | None, fetched_at: datetime) -> datetime | None:
+    """`value` in UTC if it lies between 1990 and a day after the fetch, else None."""
+    if value is None:
+        return None
+    value = _as_utc(value)
+    return value if EARLIEST <= value <= fetched_at + FUTURE_SLACK else None
+
+
+def published_at(record: Article) -> datetime | None:
+    """The page's date, else the feed/news-sitemap date, else the sitemap lastmod; wrong ones skipped."""
+    fetched_at = _as_utc(record.fetched_at or datetime.now(UTC))
+    raw = record.extracted.date if record.extracted else None
+    page = _plausible(parse_date(raw), fetched_at)
+    hinted = _plausible(record.hints.published, fetched_at)
+    if page is not None and hinted is not None and _is_bare_date(raw) and _same_day(hinted, page):
+        # htmldate gives the page's date without a time; the feed agrees on the day and knows the hour.
+        return hinted
+    return page or hinted or _plausible(record.hints.lastmod, fetched_at)
+
+
+def _is_bare_date(raw: str | None) -> bool:
+    """Whether `raw` is a calendar date without a time of day."""
+    return bool(raw) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw.strip()) is not None
+
+
+def _same_day(moment: datetime, day: datetime) -> bool:
+    """Whether `moment` falls on `day`'s date, in its own time zone or in UTC."""
+    return day.date() in (moment.date(), moment.astimezone(UTC).date())
+
+
+# --- authors --------------------------------------------------------------------------------
+
+_NAME_SEPARATORS = re.compile(r"\s*(?:;|\||\n|/|&|\band\b|\bund\b|\bet\b)\s*", re.IGNORECASE)
+_BYLINE_PREFIX = re.compile(r"^(?:(?:written|posted|reported|story|text)\s+)?by(?:[:\s]+|$)", re.IGNORECASE)
+_EMAIL = re.compile(r"\S+@\S+\.\w+")
+_URL = re.compile(r"(?:https?://|www\.)\S*", re.IGNORECASE)
+# Words that mark the part after a comma as a job title or desk, not a second name
+# (newspaper #856: "Senior Correspondent" taken as an author).
+_TITLE_WORDS = frozenset("""
+    correspondent reporter editor writer columnist contributor journalist producer photographer
+    analyst director chief senior associate bureau intern fellow professor manager anchor host
+    critic staff editorial desk special contributing deputy managing executive head lead
+""".split())
+
+
+def clean_authors(raw: Iterable[str]) -> tuple[str, ...]:
+    """Author names from raw bylines: split, "By" and e-mails and titles dropped, de-duplicated.
+
+    Commas separate names ("A, B and C") except that a part after a comma holding a job-title
+    word is dropped ("Jane Roe, Senior Correspondent" -> "Jane Roe"). "Doe, Jane" (two single
+    capitalised words) is read as an inverted name -> "Jane Doe": rare in bylines, but it is how
+    some CMSs fill JSON-LD, and two one-word co-authors are rarer still. All-caps parts (AP, AFP)
+    are never inverted.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    for byline in raw:
+        for name in _names_in(byline or ""):
+            key = name.casefold()
+            if key not in seen:
+                seen.add(key)
+                names.append(name)
+    return tuple(names)
+
+
+def _names_in(byline: str) -> list[str]:
+    """The names in one raw byline string."""
+    byline = _URL.sub(" ", _EMAIL.sub(" ", byline.replace("\u00a0", " ")))
+    byline = re.sub(r"\(\s*\)", " ", byline)
+    found: list[str] = []
+    for piece in _NAME_SEPARATORS.split(byline):
+        found.extend(_comma_names(piece))
+    return [name for name in (_tidy(n) for n in found) if name]
+
+
+def _comma_names(piece: str) -> list[str]:
+    """Split one piece on commas: titles after a comma dropped, "Doe, Jane" inverted."""
+    parts = [_tidy(p) for p in piece.split(",")]
+    parts = [p for p in parts if p]
+    if len(parts) == 2 and all(_is_single_name_word(p) for p in parts):
+        return [f"{parts[1]} {parts[0]}"]
+    return parts[:1] + [p for p in parts[1:] if not _is_job_title(p)]
+
+
+def _is_single_name_word(part: str) -> bool:
+    return " " not in part and part[:1].isupper() and not part.isupper() and not _is_job_title(part)
+
+
+def _is_job_title(part: str) -> bool:
+    return any(word in _TITLE_WORDS for word in re.findall(r"\w+", part.casefold()))
+
+
+def _tidy(name: str) -> str:
+    """One name with "By" and stray punctuation removed ("" when nothing is left)."""
+    name = " ".join(name.split()).strip(" .,:;-–—|·•\"'")
+    name = _BYLINE_PREFIX.sub("", name).strip(" .,:;-–—|")
+    if not name or not re.search(r"[^\W\d_]", name):
+        return ""
+    return name
+
+
+# --- titles, language, text -----------------------------------------------------------------
+
+_TITLE_SEPARATORS = r"\s+[|\-–—:·•]\s+"
+
+
+def clean_title(title: str | None, site_name: str | None) -> str | None:
+    """`title` without a " | Site", " - Site" or " — Site" suffix or prefix naming the site."""
+    if not title or not title.strip():
+        return None
+    title = " ".join(title.split())
+    if site_name and site_name.strip():
+        site = re.escape(" ".join(site_name.split()))
+        stripped = re.sub(rf"{_TITLE_SEPARATORS}{site}$", "", title, flags=re.IGNORECASE)
+        stripped = re.sub(rf"^{site}{_TITLE_SEPARATORS}", "", stripped, flags=re.IGNORECASE)
+        title = stripped.strip() or title
+    return title
+
+
+def language_code(value: str | None) -> str | None:
+    """The ISO 639 language of a tag or locale ("en-US", "en_GB", "EN" -> "en"), None if it is none."""
+    match = re.fullmatch(r"\s*([A-Za-z]{2,3})(?:[-_][A-Za-z0-9-_]*)?\s*", value or "")
+    return match[1].lower() if match else None
+
+
+def normalise_text(text: str) -> str:
+    """`text` compatibility-normalised (NFKC), casefolded and with whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def content_hash(text: str) -> str:
+    """Hash of the normalised text (32 hex chars): equal for copies that differ in case or spacing."""
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()[:32]
+
+
+# One CJK ideograph or kana counts as a word: those scripts do not put spaces between words,
+# so a whitespace count would call every Chinese or Japanese article "too short".
+_WORDS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def word_count(text: str) -> int:
+    """Number of words in `text` (a CJK character counts as one)."""
+    return len(_WORDS.findall(text))
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+def normalise_batch(records: list[Article]) -> list[Article]:
+    """Fill the normalise fields of every not-done record that has extracted data."""
+    return [_normalise(r) if not r.done and r.extracted is not None else r for r in records]
+
+
+def _normalise(record: Article) -> Article:
+    """One record with canonical URL, id, domain, title, authors, date, language and hash set."""
+    page: Extracted = record.extracted  # type: ignore[assignment]
+    canonical = canonical_url(record.final_url or record.url)
+    hinted_title = " ".join(record.hints.title.split()) if record.hints.title else None
+    return record.replace(
+        canonical_url=canonical,
+        article_id=article_id(canonical),
+        domain=domain_of(canonical),
+        title=clean_title(page.title, page.site_name) or hinted_title or None,
+        authors=clean_authors(page.authors),
+        published_at=published_at(record),
+        language=language_code(page.language),
+        word_count=word_count(page.text),
+        content_hash=content_hash(page.text),
+    )
+
+
+def __getattr__(name: str) -> object:
+    """`normalise_task`, the Prefect task, built on first use (see tasks/extract.py for why lazily)."""
+    if name != "normalise_task":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    wrapped = task(name="normalise", cache_policy=NONE)(normalise_batch)
+    globals()[name] = wrapped
+    return wrapped

@@ -1,0 +1,137 @@
+"""A threaded loopback HTTP server for tests (in the spirit of httpx's tests/conftest.py).
+
+    with serve({"/": (200, {"Content-Type": "text/html"}, b"<p>hi</p>"),
+                "/echo": lambda req: (200, {}, req.headers.get("user-agent", "").encode())}) as site:
+        httpx.get(site.url("/echo"))
+        assert site.requests[0].path == "/echo"
+
+A route maps a path (query string ignored) to a static response `(status, headers, body)` or to a
+handler `request -> (status, headers, body)`. A body is bytes, or an iterable of bytes sent with
+chunked transfer encoding as it is produced (slow trickles, endless bombs); a client that hangs up
+just ends the generator. Unknown paths answer 404. Servers bind 127.0.0.1 (or 127.0.0.2, for a
+"forbidden" address that still stays on this machine) on a free port.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+Body = bytes | Iterable[bytes]
+Reply = tuple[int, Headers, Body]
+Route = Reply | Callable[["Request"], Reply]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the server saw of one request."""
+
+    method: str
+    path: str  # without the query string
+    query: str
+    headers: dict[str, str]  # names lowercased
+    received_at: float  # time.monotonic()
+
+
+@dataclass
+class Server:
+    """A running server: its base URL and what it has seen."""
+
+    base_url: str
+    requests: list[Request] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + path
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+
+def _handler_class(routes: Mapping[str, Route], server: Server) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path, _, query = self.path.partition("?")
+            request = Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()},
+                              time.monotonic())
+            with server.lock:
+                server.requests.append(request)
+                server.in_flight += 1
+                server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            try:
+                route = routes.get(path, (404, {"Content-Type": "text/plain"}, b"not found"))
+                self._reply(*(route(request) if callable(route) else route))
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client hung up: that is what some tests want
+            finally:
+                with server.lock:
+                    server.in_flight -= 1
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def _reply(self, status: int, headers: Headers, body: Body) -> None:
+            self.send_response(status)
+            pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+            for name, value in pairs:
+                self.send_header(name, value)
+            if isinstance(body, bytes):
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in body:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # keep test output quiet
+
+    return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # don't wait for a trickling handler whose client already left
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # hung-up clients are expected here
+
+
+@contextmanager
+def serve(routes: Mapping[str, Route], host: str = "127.0.0.1") -> Iterator[Server]:
+    """Serve `routes` on `host` at a free port until the block ends."""
+    server = Server("")
+    httpd = _QuietServer((host, 0), _handler_class(routes, server))
+    server.base_url = f"http://{host}:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def html(body: str | bytes, status: int = 200, **headers: str) -> Reply:
+    """A static HTML reply."""
+    data = body.encode() if isinstance(body, str) else body
+    return status, {"Content-Type": "text/html; charset=utf-8", **headers}, data
+
+
+def redirect(location: str, status: int = 302) -> Reply:
+    """A static redirect reply."""
+    return status, {"Location": location}, b""

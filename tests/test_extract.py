@@ -1,0 +1,295 @@
+"""Extraction: decoding, the seed article, the worker pool (timeouts, crashes) and the benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lxml.html
+import pytest
+import trafilatura
+
+from tasks.archive import raw_writer
+from tasks.extract import (
+    EXTRACTOR_VERSION,
+    TIMEOUT,
+    decode_html,
+    extract_batch,
+    extract_page,
+    run_pool,
+)
+from tasks.normalise import clean_authors
+from tasks.records import Article, SourceKind, State
+from tasks.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SEED_HTML = REPO / "tests" / "fixtures" / "seed_article.html"
+SEED_TEXT = SHARED / "seed" / "000_5f3fd007952f4428.txt"
+BENCH = SHARED / "bench" / "aeb-dev"
+SEED_URL = "https://news.example/europe/russian-president-putin-visits-ally-belarus"
+
+FURNITURE = ("Sign up", "newsletter", "Privacy Policy", "Related", "Share on", "Leave a comment",
+             "All rights reserved", "Home", "Subscribe")
+
+PARAGRAPHS = [
+    "The city council voted on Tuesday to extend the riverside tram line by four kilometres, "
+    "ending a dispute that had stalled the project for more than two years.",
+    "Supporters said the extension would connect three neighbourhoods that currently depend on "
+    "a single bus route, cutting commuting times for thousands of residents every weekday.",
+    "Opponents argued that the budget should instead go to repairing existing stations, several "
+    "of which have been closed for maintenance since the spring floods damaged their foundations.",
+    "Construction is expected to begin next summer and to last about eighteen months, the "
+    "transport department said in a statement released after the vote late in the evening.",
+]
+
+
+# --- pages made here --------------------------------------------------------------------------
+
+def news_page(paragraphs: list[str], title: str = "Council Approves Tram Extension") -> str:
+    """A news page with the usual furniture around the article."""
+    body = "\n".join(f"<p>{p}</p>" for p in paragraphs)
+    return f"""<!DOCTYPE html><html lang="en-GB"><head><meta charset="utf-8">
+<title>{title} | Riverside Gazette</title>
+<meta property="og:site_name" content="Riverside Gazette">
+<meta name="author" content="Jane Roe">
+<meta property="article:published_time" content="2023-04-11T09:30:00+01:00">
+<link rel="canonical" href="https://gazette.example/news/tram-extension">
+</head><body>
+<header><nav><ul><li><a href="/">Home</a></li><li><a href="/news">News</a></li><li><a href="/sport">Sport</a></li></ul></nav></header>
+<main><article><h1>{title}</h1><p class="byline">By Jane Roe</p>
+<div class="share"><a href="#">Share on Facebook</a> <a href="#">Share on X</a></div>
+<div class="article-body">{body}</div>
+<aside class="newsletter"><h3>Sign up for our newsletter</h3><p>By registering you agree to the Privacy Policy.</p><button>Subscribe</button></aside>
+</article>
+<section class="related"><h2>Related stories</h2><ul><li><a href="/a">Bridge closed for repairs</a></li><li><a href="/b">Bus fares to rise</a></li></ul></section>
+<section id="comments" class="comments"><h2>Leave a comment</h2><div class="comment"><p>Great news for the east side, finally!</p></div></section>
+</main><footer><p>© 2023 Riverside Gazette. All rights reserved.</p><a href="/about">About us</a></footer>
+</body></html>"""
+
+
+def seed_paragraphs() -> list[str]:
+    """The seed article's body paragraphs, from its first to its last line of article text."""
+    lines = [line.strip() for line in SEED_TEXT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("Russian President Vladimir Putin made a rare trip"))
+    last = lines.index("The Associated Press contributed to this report.")
+    return lines[first:last + 1]
+
+
+def assert_clean_body(text: str, paragraphs: list[str]) -> None:
+    for paragraph in paragraphs:
+        assert paragraph in text, f"missing paragraph: {paragraph[:60]}"
+    lines = {line.strip() for line in text.splitlines()}
+    for junk in FURNITURE:
+        assert junk not in text or junk in " ".join(paragraphs), f"furniture in text: {junk}"
+    assert not lines & {"share", "Share", "Comments", "News", "Sport"}
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+RUSSIAN = ("Президент России Владимир Путин совершил редкую поездку в Белоруссию, союзника Москвы. "
+           "Он заявил, что обсуждал с Александром Лукашенко создание единого оборонного пространства.")
+JAPANESE = "東京都は月曜日、新しい防災計画を発表した。計画には避難所の増設と通信網の強化が含まれている。"
+
+
+def test_cp1251_without_any_declaration_decodes_readable() -> None:
+    body = f"<html><head><title>Новости</title></head><body><p>{RUSSIAN * 3}</p></body></html>".encode("cp1251")
+    assert RUSSIAN in decode_html(body, "text/html")
+
+
+def test_shift_jis_from_meta_charset() -> None:
+    page = f'<html><head><meta charset="Shift_JIS"><title>ニュース</title></head><body><p>{JAPANESE}</p></body></html>'
+    assert JAPANESE in decode_html(page.encode("shift_jis"), None)
+
+
+def test_http_equiv_meta_and_header_charset() -> None:
+    page = f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251"></head><p>{RUSSIAN}</p>'
+    assert RUSSIAN in decode_html(page.encode("cp1251"), "text/html")
+    assert RUSSIAN in decode_html(f"<p>{RUSSIAN}</p>".encode("koi8_r"), "text/html; charset=KOI8-R")
+
+
+def test_latin1_label_means_windows_1252() -> None:
+    body = "<p>It\u2019s caf\u00e9 time \u2014 \u201cquoted\u201d</p>".encode("cp1252")
+    assert "It\u2019s caf\u00e9 time \u2014 \u201cquoted\u201d" in decode_html(body, "text/html; charset=ISO-8859-1")
+
+
+def test_utf8_body_under_a_legacy_label_is_read_as_utf8() -> None:
+    body = '<meta charset="iso-8859-1"><p>Müller’s café</p>'.encode()
+    assert "Müller’s café" in decode_html(body, None)
+
+
+def test_invalid_utf8_does_not_crash() -> None:
+    text = decode_html(b"<html><body><p>caf\xc3\xa9 \xff\xfe broken \xc3</p></body></html>", "text/html; charset=utf-8")
+    assert "café" in text and "broken" in text and "\ufffd" in text
+    assert isinstance(decode_html(b"\xff" * 100, None), str)
+    assert decode_html(b"", None) == ""
+
+
+# --- one page ---------------------------------------------------------------------------------
+
+def test_own_news_page_keeps_the_article_and_drops_the_furniture() -> None:
+    page = extract_page(news_page(PARAGRAPHS), "https://gazette.example/news/tram-extension?utm_source=x")
+    assert page is not None
+    assert_clean_body(page.text, PARAGRAPHS)
+    assert "Great news for the east side" not in page.text  # comments excluded
+    assert page.title == "Council Approves Tram Extension"
+    assert page.site_name == "Riverside Gazette"
+    assert clean_authors(page.authors) == ("Jane Roe",)
+    assert page.date == "2023-04-11"
+    assert page.language == "en-GB"
+    assert page.canonical_link == "https://gazette.example/news/tram-extension"
+    assert page.extractor_version == EXTRACTOR_VERSION
+    assert EXTRACTOR_VERSION == f"trafilatura-{trafilatura.__version__}+precision"
+
+
+def test_canonical_link_is_none_when_the_page_gives_none() -> None:
+    page = extract_page(news_page(PARAGRAPHS).replace('<link rel="canonical" href="https://gazette.example/news/tram-extension">', ""),
+                        "https://gazette.example/x")
+    assert page is not None and page.canonical_link is None
+
+
+def _declared_site_name(html: str) -> str:
+    """The og:site_name the fixture declares (read here so the test does not pin the fixture's brand)."""
+    return lxml.html.fromstring(html).xpath('string(//meta[@property="og:site_name"]/@content)')
+
+
+@pytest.mark.skipif(not SEED_HTML.exists() or not SEED_TEXT.exists(), reason="seed fixture or shared seed text absent")
+def test_seed_article() -> None:
+    page = extract_page(decode_html(SEED_HTML.read_bytes(), None), SEED_URL)
+    assert page is not None
+    assert page.title == "Russian President Putin Visits Ally Belarus"
+    assert page.date == "2022-12-19"
+    assert clean_authors(page.authors) == ("Web Staff",)
+    assert page.site_name == _declared_site_name(SEED_HTML.read_text(encoding="utf-8"))
+    paragraphs = seed_paragraphs()
+    assert len(paragraphs) >= 10
+    assert_clean_body(page.text, paragraphs)
+    assert "What you need to know" not in page.text
+
+
+def test_page_without_article_and_deep_nesting_give_none() -> None:
+    blank = "<html><head><title>Menu</title></head><body><script>var a = 1;</script><img src=x.png></body></html>"
+    assert extract_page(blank, "https://a.example/") is None
+    deep = "<html><body>" + "<div>" * 5000 + "<p>" + " ".join(PARAGRAPHS) + "</p>" + "</div>" * 5000 + "</body></html>"
+    # libxml2 stops building trees past 256 levels and trafilatura then finds nothing: the
+    # caller's "no-text", not a crash.
+    page = extract_page(deep, "https://a.example/deep")
+    assert page is None or PARAGRAPHS[0][:40] in page.text
+
+
+# --- the stage, over a WARC written here --------------------------------------------------------
+
+def _record(writer, url: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> Article:
+    fetched = datetime(2024, 5, 1, tzinfo=UTC)
+    ref = writer.write(url, 200, "OK", [("Content-Type", content_type)], body, fetched)
+    return Article(url=url, source="test", source_kind=SourceKind.URLS, final_url=url, http_status=200,
+                   fetched_at=fetched, content_type=content_type, raw=ref)
+
+
+def test_extract_batch_over_a_warc(tmp_path: Path) -> None:
+    settings = Settings(raw_dir=tmp_path, extract_workers=2, extract_timeout=20, max_page_bytes=60_000, min_words=50)
+    with raw_writer(tmp_path) as writer:
+        good = [_record(writer, f"https://gazette.example/{i}", news_page(PARAGRAPHS, f"Story {i}").encode()) for i in range(5)]
+        empty = _record(writer, "https://gazette.example/empty", b"<html><body><script>var a = 1;</script></body></html>")
+        short = _record(writer, "https://gazette.example/short", news_page(["A short note, nothing more to say here today."]).encode())
+        large = _record(writer, "https://gazette.example/large", news_page(PARAGRAPHS * 200).encode())
+        cp1251 = _record(writer, "https://gazette.example/ru", news_page([f"{RUSSIAN} Абзац номер {n}." for n in range(4)]).replace('<meta charset="utf-8">', "").encode("cp1251"),
+                         "text/html")
+    done = Article(url="https://gazette.example/done", source="test", source_kind=SourceKind.URLS).finish(State.BLOCKED, "http-403")
+    no_raw = Article(url="https://gazette.example/none", source="test", source_kind=SourceKind.URLS)
+    records = [*good, empty, short, large, cp1251, done, no_raw]
+
+    result = extract_batch(records, settings)
+
+    assert [r.url for r in result] == [r.url for r in records]
+    for record in result[:5]:
+        assert record.state is None and record.extracted is not None
+        assert_clean_body(record.extracted.text, PARAGRAPHS)
+    assert result[1].extracted.title == "Story 1"
+    assert (result[5].state, result[5].reason) == (State.NOT_ARTICLE, "no-text")
+    assert (result[6].state, result[6].reason) == (State.NOT_ARTICLE, "too-short")
+    assert (result[7].state, result[7].reason) == (State.SKIPPED, "too-large")
+    assert RUSSIAN in result[8].extracted.text
+    assert result[9] is done and result[10] is no_raw
+
+
+# --- the pool runner: timeouts and crashes ------------------------------------------------------
+# Module-level callables so that worker processes can unpickle them.
+
+def _sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _deaf(seconds: float) -> float:
+    """Sleeps with SIGALRM blocked, like C code that never returns to the interpreter."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        time.sleep(seconds)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+    return seconds
+
+
+def _fragile(value: int) -> int:
+    if value < 0:
+        os._exit(11)  # a segfaulting extractor, as far as the parent can tell
+    if value == 13:
+        raise KeyError(value)
+    return value * 2
+
+
+def _pid(_: object) -> int:
+    return os.getpid()
+
+
+def test_pool_is_worker_processes_reused_across_batches() -> None:
+    first = {o.value for o in run_pool(_pid, list(range(8)), workers=2, timeout=5)}
+    second = {o.value for o in run_pool(_pid, list(range(8)), workers=2, timeout=5)}
+    assert os.getpid() not in first | second
+    assert len(first | second) <= 2  # no new processes for the second batch
+
+
+def test_soft_timeout_fails_only_the_slow_item() -> None:
+    start = time.monotonic()
+    outcomes = run_pool(_sleepy, [0.0, 30.0, 0.0, 0.01], workers=2, timeout=0.5)
+    assert [o.error for o in outcomes] == [None, TIMEOUT, None, None]
+    assert [o.value for o in outcomes if o.error is None] == [0.0, 0.0, 0.01]
+    assert time.monotonic() - start < 20
+
+
+def test_hard_timeout_kills_a_deaf_worker_and_the_pool_keeps_working() -> None:
+    start = time.monotonic()
+    outcomes = run_pool(_deaf, [0.0, 60.0, 0.0, 0.0, 0.0], workers=2, timeout=0.5)
+    assert outcomes[1].error == TIMEOUT
+    assert [o.value for i, o in enumerate(outcomes) if i != 1] == [0.0] * 4
+    assert time.monotonic() - start < 30
+    assert [o.value for o in run_pool(_sleepy, [0.0, 0.0, 0.0], workers=2, timeout=0.5)] == [0.0] * 3
+
+
+def test_a_crashing_worker_fails_only_its_item() -> None:
+    outcomes = run_pool(_fragile, [1, 2, -1, 3, 13, 4], workers=2, timeout=5)
+    assert [o.value for o in outcomes] == [2, 4, None, 6, None, 8]
+    assert outcomes[2].error == "extract-error:BrokenProcessPool"
+    assert outcomes[4].error == "extract-error:KeyError"
+    assert [o.value for o in run_pool(_fragile, [5], workers=2, timeout=5)] == [10]
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not (BENCH / "ground-truth.json").exists(), reason="aeb-dev benchmark absent")
+def test_benchmark_f1() -> None:
+    spec = importlib.util.spec_from_file_location("extraction_quality", REPO / "bench" / "extraction_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while being defined
+    spec.loader.exec_module(bench)
+    start = time.monotonic()
+    report = bench.evaluate(BENCH)
+    assert len(report.pages) == 88
+    assert report.f1 >= 0.96, f"F1 {report.f1:.3f}"
+    assert time.monotonic() - start < 60

@@ -1,0 +1,133 @@
+"""Bulk, idempotent loads: one transaction per batch, one fetches row per URL, identity kept by the DB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tasks import load
+from tasks.normalise import article_id, canonical_url
+from tasks.records import Article, Extracted, Hints, RawRef, SourceKind, State
+
+FETCHED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def article(url: str, text: str = "Some story text.", source: str = "feed-a") -> Article:
+    canonical = canonical_url(url)
+    return Article(
+        url=url, source=source, source_kind=SourceKind.FEED,
+        hints=Hints(title="Feed title", guid="g-" + url, categories=("World",)),
+        final_url=url, http_status=200, fetched_at=FETCHED, elapsed_ms=12, n_bytes=2048,
+        content_type="text/html", raw=RawRef("data/raw/x.warc.gz", 0, 100),
+        extracted=Extracted(text=text, title="Title", authors=("Jane Roe",), site_name="Gazette",
+                            categories=("World",), tags=("t1",), extractor_version="test-1"),
+        canonical_url=canonical, article_id=article_id(canonical), domain="news.example",
+        title="Title", authors=("Jane Roe",), published_at=datetime(2026, 10, 31, 9, 30, tzinfo=UTC),
+        language="en", word_count=3, content_hash="hash-" + text,
+    )
+
+
+def table_rows(db: Path, table: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+def test_load_batch_inserts_articles_aliases_and_fetches(fresh_db: Path):
+    load.start_run(fresh_db, "run-1", "ingest", {})
+    failed = Article(url="https://news.example/gone", source="feed-a",
+                     source_kind=SourceKind.FEED).finish(State.FAILED, "http-404")
+    final = load.load_batch(fresh_db, "run-1", [article("https://news.example/a"), failed])
+    assert [r.state for r in final] == [State.LOADED, State.FAILED]
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        row = con.execute("SELECT url, authors, published_at, cluster_id = article_id, feed_categories, "
+                          "first_run_id FROM articles").fetchone()
+        fetches = con.execute("SELECT url, state, reason FROM fetches ORDER BY url").fetchall()
+        aliases = con.execute("SELECT count(*) FROM url_aliases").fetchone()[0]
+    assert row[0] == "https://news.example/a" and row[1] == ["Jane Roe"]
+    assert row[2] == datetime(2026, 10, 31, 9, 30, tzinfo=UTC)
+    assert row[3] is True and row[4] == ["World"] and row[5] == "run-1"
+    assert fetches == [("https://news.example/a", "loaded", None), ("https://news.example/gone", "failed", "http-404")]
+    assert aliases >= 1
+
+
+def test_second_load_of_same_pages_adds_no_article(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    batch = [article("https://news.example/a"), article("https://news.example/b", text="Other text.")]
+    load.load_batch(fresh_db, "run-1", batch)
+    articles_before = table_rows(fresh_db, "articles")
+    aliases_before = table_rows(fresh_db, "url_aliases")
+    again = load.load_batch(fresh_db, "run-2", batch)
+    assert {r.state for r in again} == {State.DUPLICATE}
+    assert table_rows(fresh_db, "articles") == articles_before
+    assert table_rows(fresh_db, "url_aliases") == aliases_before
+    # the same batch retried within one run records nothing twice
+    load.load_batch(fresh_db, "run-2", batch)
+    assert len(table_rows(fresh_db, "fetches")) == 4
+
+
+def test_same_text_under_another_url_is_a_duplicate(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    load.load_batch(fresh_db, "run-1", [article("https://a.example/story", text="Wire text.")])
+    final = load.load_batch(fresh_db, "run-2", [article("https://b.example/copy", text="Wire text.")])
+    assert (final[0].state, final[0].reason) == (State.DUPLICATE, "same-content")
+    assert len(table_rows(fresh_db, "articles")) == 1
+
+
+def test_run_counts_and_summary_come_from_fetches(fresh_db: Path):
+    load.start_run(fresh_db, "run-1", "ingest", {"sources": ["x"]})
+    blocked = Article(url="https://news.example/p", source="feed-b",
+                      source_kind=SourceKind.FEED).finish(State.BLOCKED, "http-403")
+    load.load_batch(fresh_db, "run-1", [article("https://news.example/a"), blocked])
+    load.finish_run(fresh_db, "run-1", discovered=2)
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        status, discovered, loaded, blocked_n = con.execute(
+            "SELECT status, discovered, loaded, blocked FROM runs").fetchone()
+    assert (status, discovered, loaded, blocked_n) == ("completed", 2, 1, 1)
+    summary = {e["source"]: e for e in load.run_summary(fresh_db, "run-1")}
+    assert summary["feed-b"]["blocked"] == 1 and summary["feed-b"]["top_reasons"] == ["blocked:http-403 (1)"]
+    assert summary["feed-a"]["loaded"] == 1
+
+
+def test_a_failing_batch_leaves_nothing_behind(fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    load.ensure_schema(fresh_db)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("crash in the middle of the transaction")
+
+    monkeypatch.setattr(load, "_insert_fetches", boom)
+    with pytest.raises(RuntimeError):
+        load.load_batch(fresh_db, "run-1", [article("https://news.example/a")])
+    assert table_rows(fresh_db, "articles") == [] and table_rows(fresh_db, "url_aliases") == []
+
+
+def test_locked_database_waits_then_says_so(fresh_db: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    load.ensure_schema(fresh_db)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(fresh_db)!r}); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(load.DatabaseLockedError, match="locked by another process"):
+            with load.connect(fresh_db, wait=0.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_source_states_round_trip(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    load.save_source_states(fresh_db, [{"name": "f", "kind": "feed", "location": "https://x.example/f",
+                                        "etag": '"v1"', "body_hash": "h1", "last_checked_at": FETCHED,
+                                        "last_status": "changed"}])
+    load.save_source_states(fresh_db, [{"name": "f", "kind": "feed", "location": "https://x.example/f",
+                                        "last_checked_at": FETCHED, "last_status": "error",
+                                        "last_error": "timeout"}])
+    assert load.source_states(fresh_db) == {"f": {"etag": '"v1"', "last_modified": None, "body_hash": "h1"}}
