@@ -1,6 +1,6 @@
 """Score newsflow's extraction on an article-extraction benchmark folder, with the benchmark's metric.
 
-    uv run python bench/extraction_quality.py [--path ../shared/bench/aeb-dev] [--compare]
+    uv run python bench/extraction_quality.py [--path ../shared/bench/aeb-dev] [--compare] [--speed] [--worst N]
 
 The folder holds `html/<id>.html.gz` and `ground-truth.json` ({id: {"articleBody", "url"}}).
 Metric (scrapinghub/article-extraction-benchmark): tokens are `\\w+`; each body is a multiset
@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from trafilatura import bare_extraction  # noqa: E402
+from trafilatura.utils import load_html  # noqa: E402
 
 from tasks.extract import PROFILES, SETTINGS_TAG, decode_html, extract_page  # noqa: E402
 
@@ -100,6 +103,30 @@ def evaluate(path: Path, profile: str = SETTINGS_TAG) -> Report:
     return Report(profile, precision, recall, f1, 1000 * elapsed / max(1, len(pages)), scores)
 
 
+def plain_trafilatura(html: str, url: str, profile: str = SETTINGS_TAG) -> str:
+    """The text of trafilatura alone with newsflow's settings: the speed (and quality) baseline."""
+    tree = load_html(html)
+    doc = bare_extraction(tree, url=url, with_metadata=True, **PROFILES[profile]) if tree is not None else None
+    return doc.text or "" if doc is not None else ""
+
+
+def speed(path: Path, rounds: int = 3) -> tuple[float, float]:
+    """CPU ms/page of plain trafilatura and of `extract_page`, timed interleaved page by page
+    (best of `rounds` per page) so that load from other processes hits both alike."""
+    htmls = [(decode_html(raw, None), url) for _, url, _, raw in load_pages(path)]
+    plain = ours = 0.0
+    for html, url in htmls:
+        plain += min(_cpu(plain_trafilatura, html, url) for _ in range(rounds))
+        ours += min(_cpu(extract_page, html, url) for _ in range(rounds))
+    return 1000 * plain / len(htmls), 1000 * ours / len(htmls)
+
+
+def _cpu(fn: object, *args: str) -> float:
+    start = time.process_time()
+    fn(*args)  # type: ignore[operator]
+    return time.process_time() - start
+
+
 def _print_report(report: Report, worst: int) -> None:
     print(f"{report.profile:<20} precision {report.precision:.3f}  recall {report.recall:.3f}  "
           f"F1 {report.f1:.3f}  {report.ms_per_page:.1f} CPU ms/page  ({len(report.pages)} pages)")
@@ -114,11 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="benchmark folder")
     parser.add_argument("--compare", action="store_true", help="also score other trafilatura settings")
+    parser.add_argument("--speed", action="store_true", help="time extract_page against plain trafilatura")
+    parser.add_argument("--worst", type=int, default=10, help="how many of the worst pages to list")
     args = parser.parse_args(argv)
     if not (args.path / "ground-truth.json").exists():
         print(f"no benchmark at {args.path}", file=sys.stderr)
         return 2
-    _print_report(evaluate(args.path), worst=10)
+    _print_report(evaluate(args.path), worst=args.worst)
+    if args.speed:
+        plain, ours = speed(args.path)
+        print(f"\nspeed: plain trafilatura {plain:.1f} CPU ms/page, newsflow {ours:.1f} "
+              f"(newsflow runs at {plain / ours:.2f}x trafilatura's speed)")
     if args.compare:
         print("\nsettings compared:")
         for profile in (p for p in COMPARED if p in PROFILES):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +46,8 @@ def ingest(
     url: Annotated[list[str] | None, typer.Option("--url", help="article URL (repeatable)")] = None,
     urls_file: Annotated[Path | None, typer.Option("--urls-file", help="text file of URLs, one per line")] = None,
     warc: Annotated[list[str] | None, typer.Option("--warc", help="WARC file path or http(s) URL (repeatable)")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="re-drive URLs whose last state was a "
+                                               "transient failure (alone: only those)")] = False,
 ) -> None:
     """Run the ingest flow once; with no source options, ingest the configured default sources."""
     from tasks.sources import SourceError
@@ -57,7 +60,7 @@ def ingest(
     try:
         summary = ingest_flow(feeds=feed or [], sitemaps=sitemap or [], urls=url or [],
                               urls_file=str(urls_file) if urls_file else None, warcs=warc or [],
-                              db=str(db_path))
+                              db=str(db_path), retry_failed=retry_failed)
     except SourceError as exc:
         _fail(str(exc))
     _print_summary(summary, db_path)
@@ -111,7 +114,7 @@ def sql(
     try:
         columns, rows = run_query(db_path, query)
     except DatabaseLockedError as exc:
-        _fail(str(exc))
+        _locked(exc)
     except duckdb.Error as exc:
         _fail(f"query failed: {exc}", code=1)
     _print_rows(columns, rows, format)
@@ -129,6 +132,132 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: OutputForm
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row))
         Console().print(table)
+
+
+SinceOption = Annotated[datetime | None, typer.Option(
+    "--since", formats=["%Y-%m-%d"], help="only from this day on (YYYY-MM-DD, UTC)")]
+
+
+def _locked(exc: Exception) -> None:
+    _fail(f"{exc}\nA newsflow run is probably writing to it: try again in a moment, "
+          "or wait longer with NEWSFLOW_LOCK_WAIT=SECONDS.")
+
+
+def _existing_db(db: Path | None) -> Path:
+    db_path = _db_path(db)
+    if not db_path.exists():
+        _fail(f"no database at {db_path}: run `newsflow ingest` first")
+    return db_path
+
+
+def _day(since: datetime | None) -> str | None:
+    return since.date().isoformat() if since else None
+
+
+@app.command()
+def stats(db: DbOption = None, since: SinceOption = None) -> None:
+    """Per-source health (`source_health`) and articles per day (`daily_articles`)."""
+    from tasks.load import DatabaseLockedError
+    from tasks.load import stats as read_stats
+
+    db_path = _existing_db(db)
+    try:
+        views = read_stats(db_path, _day(since))
+    except DatabaseLockedError as exc:
+        _locked(exc)
+    for name, (columns, rows) in views.items():
+        table = Table(*columns, title=f"{name}" + (f" since {_day(since)}" if since else ""))
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="words to look for in titles and texts (BM25 ranking)")],
+    db: DbOption = None,
+    since: SinceOption = None,
+    source: Annotated[str | None, typer.Option("--source", help="only this source name or domain")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many articles")] = 10,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json")] = OutputFormat.table,
+) -> None:
+    """Full-text search over the articles, best match first."""
+    from tasks.load import DatabaseLockedError, has_search_index, refresh_search
+    from tasks.load import search as run_search
+    from tasks.views import SearchUnavailableError
+
+    db_path = _existing_db(db)
+    try:
+        if not has_search_index(db_path):  # a database loaded before search existed
+            refresh_search(db_path)
+        columns, rows = run_search(db_path, query, _day(since), source, limit)
+    except DatabaseLockedError as exc:
+        _locked(exc)
+    except SearchUnavailableError as exc:
+        _fail(str(exc))
+    if not rows and format is OutputFormat.table:
+        err.print(f"no article matches {query!r}", highlight=False)
+        raise typer.Exit(1)
+    _print_rows(columns, rows, format)
+
+
+class ExportFormat(StrEnum):
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="directory for the files (date=YYYY-MM-DD/ partitions)")],
+    db: DbOption = None,
+    since: SinceOption = None,
+    format: Annotated[ExportFormat, typer.Option("--format", help="parquet")] = ExportFormat.parquet,
+) -> None:
+    """Write the articles as Parquet files partitioned by publication day (fetch day when undated)."""
+    import duckdb
+
+    from tasks.load import DatabaseLockedError, export_parquet
+
+    db_path = _existing_db(db)
+    try:
+        count = export_parquet(db_path, out_dir, _day(since))
+    except DatabaseLockedError as exc:
+        _locked(exc)
+    except duckdb.Error as exc:
+        _fail(f"export failed: {exc}", code=1)
+    Console().print(f"{count} articles -> {out_dir}/date=*/ ({format})", highlight=False)
+
+
+@app.command()
+def serve(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the schedule and exit")] = False,
+) -> None:
+    """Serve prefect.yaml's deployments, with their schedules, from this process (no work pool)."""
+    from flows.serve import serve as serve_deployments
+
+    serve_deployments(dry_run=dry_run)
+
+
+@app.command()
+def clusters(
+    db: DbOption = None,
+    since: SinceOption = None,
+    min_size: Annotated[int, typer.Option("--min-size", min=1, help="only clusters of at least N articles")] = 2,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many clusters")] = 20,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json")] = OutputFormat.table,
+) -> None:
+    """Stories carried by several outlets: size, outlets, who ran it first, first and last published."""
+    from tasks.load import DatabaseLockedError
+    from tasks.load import clusters as read_clusters
+
+    db_path = _existing_db(db)
+    try:
+        columns, rows = read_clusters(db_path, since, min_size, limit)
+    except DatabaseLockedError as exc:
+        _locked(exc)
+    _print_rows(columns, rows, format)
+
+
+import flows.cli_backfill  # noqa: E402,F401  (registers the backfill and raw commands on `app`)
 
 
 def main() -> None:

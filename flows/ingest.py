@@ -12,8 +12,8 @@ from flows.report import publish_summary
 from tasks.dedupe import skip_known_task
 from tasks.extract import extract_task
 from tasks.fetch import fetch_task
-from tasks.load import (finish_run_task, known_urls_task, load_task, save_source_states_task,
-                        start_run_task)
+from tasks.load import (finish_run_task, known_urls_task, load_task, refresh_search_task,
+                        save_source_states_task, start_run_task)
 from tasks.normalise import normalise_task
 from tasks.records import batches
 from tasks.settings import Settings
@@ -28,21 +28,39 @@ def ingest(
     urls_file: str | None = None,
     warcs: list[str] | None = None,
     db: str | None = None,
+    sources_file: str | None = None,
+    retry_failed: bool = False,
 ) -> list[dict]:
-    """Ingest the given sources (or, with none given, the configured default sources) once."""
+    """Ingest the given sources (or, with none given, the configured default sources) once.
+
+    Args:
+        feeds: RSS/Atom/JSON feed URLs or files.
+        sitemaps: sitemap or sitemap index URLs or files (news sitemaps included).
+        urls: article URLs.
+        urls_file: a text file of article URLs, one per line.
+        warcs: WARC file paths or http(s) URLs (e.g. CC-NEWS).
+        db: the DuckDB file (default: NEWSFLOW_DB, else data/news.duckdb).
+        sources_file: the TOML file of default sources, read when no source is given
+            (default: NEWSFLOW_SOURCES_FILE, else data/sources.toml).
+        retry_failed: also re-drive the URLs whose last state was a transient failure (timeouts,
+            429/5xx...); with no source given, only those.
+    """
     settings = Settings()
+    if sources_file:
+        settings = settings.model_copy(update={"sources_file": Path(sources_file)})
     db_path = Path(db) if db else settings.db
     run_id = flow_run.id or f"local-{uuid.uuid4()}"
-    specs = source_specs(feeds, sitemaps, urls, urls_file, warcs, settings)
+    specs = source_specs(feeds, sitemaps, urls, urls_file, warcs, settings, use_defaults=not retry_failed)
     start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
-    candidates, source_states = discover_task(specs, settings, db_path)
+    candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
     for batch in batches(candidates, settings.batch_size):
         known = known_urls_task(db_path, batch)
         records = skip_known_task(batch, known)
         records = fetch_task(records, settings)
-        records = extract_task(records, settings)
+        records = extract_task(records, settings, db_path)
         records = normalise_task(records)
         load_task(db_path, run_id, records)
     save_source_states_task(db_path, source_states)
     finish_run_task(db_path, run_id, len(candidates))
+    refresh_search_task(db_path)
     return publish_summary(db_path, run_id, source_states, get_run_logger())

@@ -9,8 +9,9 @@ are referenced in place, so they are never copied.
 from __future__ import annotations
 
 import io
+import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,44 +42,81 @@ class RawResponse:
 _WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 
 
-class RawWriter:
-    """Appends responses to one WARC file; each record is its own gzip member."""
+# Files close at about this size; the WARC 1.1 guidelines and Common Crawl both use ~1 GB.
+MAX_FILE_BYTES = 1024**3
 
-    def __init__(self, stream: io.BufferedWriter, path: Path) -> None:
-        self._stream = stream
-        self._path = path
-        self._writer = WARCWriter(stream, gzip=True)
+
+class RawWriter:
+    """Appends responses to WARC files under `raw_dir/YYYY/MM/DD/`; each record is its own gzip member.
+
+    A new file starts when the current one reaches `max_bytes` or the UTC day changes, so files
+    stay a manageable size and a day's raw pages sit in that day's folder. Every file is new and
+    written by this writer only, so concurrent runs and workers never share one.
+    """
+
+    def __init__(self, raw_dir: Path, max_bytes: int = MAX_FILE_BYTES,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._raw_dir, self._max_bytes, self._clock = raw_dir, max_bytes, clock
+        self._stream: io.BufferedWriter | None = None
+        self._path = Path()
+        self._day = ""
+        self.paths: list[Path] = []
 
     def write(self, url: str, status: int, reason: str, headers: Iterable[tuple[str, str]],
               body: bytes, fetched_at: datetime) -> RawRef:
-        """Archive one response and return where it lives."""
+        """Archive one response (target URI, date, HTTP headers, payload digest) and return where it lives."""
         # The body is stored decoded, so the headers that described its wire form would lie
         # (and make readers decode it twice).
         kept = [(k, v) for k, v in headers if k.lower() not in _WIRE_HEADERS]
         kept.append(("Content-Length", str(len(body))))
         status_headers = StatusAndHeaders(f"{status} {reason}".strip(), kept, protocol="HTTP/1.1")
-        record = self._writer.create_warc_record(
+        stream, writer = self._current()
+        # warcio adds WARC-Payload-Digest and WARC-Block-Digest (sha1, base32) to the record.
+        record = writer.create_warc_record(
             url, "response", payload=io.BytesIO(body), http_headers=status_headers,
             warc_headers_dict={"WARC-Date": fetched_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
         )
-        offset = self._stream.tell()
-        self._writer.write_record(record)
-        return RawRef(str(self._path), offset, self._stream.tell() - offset)
+        offset = stream.tell()
+        writer.write_record(record)
+        return RawRef(str(self._path), offset, stream.tell() - offset)
+
+    def _current(self) -> tuple[io.BufferedWriter, WARCWriter]:
+        """The open file, after rotating to a new one if it is full or from another day."""
+        now = self._clock().astimezone(UTC)
+        day = now.strftime("%Y/%m/%d")
+        if self._stream is None or day != self._day or self._stream.tell() >= self._max_bytes:
+            self.close()
+            folder = self._raw_dir / day
+            folder.mkdir(parents=True, exist_ok=True)
+            self._path = folder / f"newsflow-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.warc.gz"
+            self._stream, self._day = self._path.open("xb"), day
+            self._writer = WARCWriter(self._stream, gzip=True)
+            self.paths.append(self._path)
+        return self._stream, self._writer
+
+    def close(self) -> None:
+        """Flush the open file to disk: the raw bytes are durable before any row points at them."""
+        if self._stream is None:
+            return
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        self._stream = None
 
 
 @contextmanager
-def raw_writer(raw_dir: Path, now: datetime | None = None) -> Iterator[RawWriter]:
-    """A writer on a new WARC file under `raw_dir/YYYY/MM/DD/`, one file per fetch batch.
+def raw_writer(raw_dir: Path, now: datetime | None = None,
+               max_bytes: int = MAX_FILE_BYTES) -> Iterator[RawWriter]:
+    """A writer on new WARC files under `raw_dir/YYYY/MM/DD/`, closed (and fsynced) on exit.
 
-    A file per batch keeps concurrent runs and workers from ever sharing a file.
+    The files are opened on the first write, so a batch that archives nothing leaves none;
+    `now` pins the clock (tests).
     """
-    now = now or datetime.now(UTC)
-    folder = raw_dir / now.strftime("%Y/%m/%d")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"newsflow-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.warc.gz"
-    with path.open("xb") as stream:
-        yield RawWriter(stream, path)
-        stream.flush()
+    writer = RawWriter(raw_dir, max_bytes, (lambda: now) if now else (lambda: datetime.now(UTC)))
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def read_raw(ref: RawRef) -> RawResponse:

@@ -7,7 +7,8 @@ database is the memory, so identity holds across runs, sources and backfills.
 
 Reasons given to duplicates (the `fetches.reason` column):
     url-seen       the URL (or a variant of it) already maps to an article
-    same-content   the normalised text is already loaded under another URL
+    same-content   the normalised text is already loaded under another URL of the same site
+                   (on another site it is a syndicated copy: loaded, and clustered with the original)
     in-run         an earlier record of the same run had the same URL or text
 """
 
@@ -25,7 +26,9 @@ class KnownKeys:
     """What the database already holds for the keys of one batch."""
 
     urls: Mapping[str, str] = field(default_factory=dict)  # canonical URL variant -> article_id
-    content: Mapping[str, str] = field(default_factory=dict)  # content_hash -> article_id
+    # (content_hash, domain) -> article_id: the same text on the same site is one article; on
+    # another site it is a syndicated copy, loaded and clustered with the original (tasks/cluster_store.py)
+    content: Mapping[tuple[str, str | None], str] = field(default_factory=dict)
 
 
 def url_variants(record: Article) -> list[str]:
@@ -69,7 +72,7 @@ def skip_known_urls(records: Iterable[Article], known_urls: Mapping[str, str]) -
 def mark_duplicates(records: Iterable[Article], known: KnownKeys) -> list[Article]:
     """After normalising: mark records whose URL or text is already known, in the DB or earlier in the batch."""
     batch_urls: dict[str, str] = {}
-    batch_content: dict[str, str] = {}
+    batch_content: dict[tuple[str, str | None], str] = {}
     out = []
     for record in records:
         if not record.done and record.article_id:
@@ -79,20 +82,19 @@ def mark_duplicates(records: Iterable[Article], known: KnownKeys) -> list[Articl
 
 
 def _check_one(record: Article, known: KnownKeys, batch_urls: dict[str, str],
-               batch_content: dict[str, str]) -> Article:
+               batch_content: dict[tuple[str, str | None], str]) -> Article:
     variants = url_variants(record)
+    content_key = (record.content_hash, record.domain) if record.content_hash else None
     if hit := _first_hit(variants, known.urls):
         return record.replace(article_id=hit).finish(State.DUPLICATE, "url-seen")
-    if record.content_hash and (hit := known.content.get(record.content_hash)):
+    if content_key and (hit := known.content.get(content_key)):
         return record.replace(article_id=hit).finish(State.DUPLICATE, "same-content")
-    if (hit := _first_hit(variants, batch_urls)) or (
-        record.content_hash and (hit := batch_content.get(record.content_hash))
-    ):
+    if (hit := _first_hit(variants, batch_urls)) or (content_key and (hit := batch_content.get(content_key))):
         return record.replace(article_id=hit).finish(State.DUPLICATE, "in-run")
     for variant in variants:
         batch_urls[variant] = record.article_id  # type: ignore[assignment]
-    if record.content_hash:
-        batch_content[record.content_hash] = record.article_id  # type: ignore[assignment]
+    if content_key:
+        batch_content[content_key] = record.article_id  # type: ignore[assignment]
     return record
 
 

@@ -16,6 +16,7 @@ otherwise pay Prefect's import on every pool start. `extract_task` is built on f
 from __future__ import annotations
 
 import codecs
+import json
 import logging
 import re
 import signal
@@ -25,18 +26,28 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from copy import deepcopy
 from dataclasses import dataclass
+from datetime import date, datetime
 from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import lxml.html
 import trafilatura
 from charset_normalizer import from_bytes
+from lxml import etree
+from readability import Document
+from readability.readability import Unparseable
 from trafilatura import bare_extraction
 from trafilatura.metadata import extract_url
 from trafilatura.utils import load_html
+from trafilatura.xml import xmltotxt
 
 from tasks.archive import read_raw
-from tasks.normalise import word_count
+from tasks.boilerplate import Block, drop_known, n_words, shingles, tokens, trim_edges
+from tasks.normalise import domain_of, word_count
 from tasks.records import Article, Extracted, RawRef, State
 from tasks.settings import Settings
 
@@ -131,11 +142,19 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
 }
 SETTINGS_TAG = "precision"
-EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}"
+# The cascade around trafilatura (see `extract_body`): bump when its rules change, so that
+# `--reextract` upgrades rows extracted by an older one.
+CASCADE_VERSION = "c1"
+EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}+{CASCADE_VERSION}"
 
 
-def extract_page(html: str, url: str, profile: str = SETTINGS_TAG) -> Extracted | None:
-    """Main text and metadata of one page; None when trafilatura finds no main text."""
+def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
+                 boilerplate: frozenset[str] = frozenset()) -> Extracted | None:
+    """Main text and metadata of one page; None when no main text is found.
+
+    `boilerplate` holds the `line_key`s of lines this page's site repeats across its stored
+    articles (`tasks.load.site_boilerplate`); they are removed from the body.
+    """
     tree = load_html(html)
     if tree is None:
         return None
@@ -144,11 +163,16 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG) -> Extracted 
     doc = bare_extraction(tree, url=url, with_metadata=True, **PROFILES[profile])
     if doc is None or not (doc.text or "").strip():
         return None
+    ld = jsonld_article(tree)
+    text, steps = extract_body(tree, doc, html, ld, boilerplate)
+    if not text.strip():
+        return None
+    meta = page_metadata(tree, doc, ld, url)
     return Extracted(
-        text=doc.text,
+        text=text,
         title=doc.title,
-        authors=(doc.author,) if doc.author else (),
-        date=doc.date,
+        authors=meta.authors,
+        date=meta.date,
         site_name=doc.sitename,
         description=doc.description,
         categories=tuple(doc.categories or ()),
@@ -156,8 +180,230 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG) -> Extracted 
         image=doc.image,
         language=doc.language or _declared_language(tree),
         canonical_link=_canonical_link(tree, doc.url, url),
-        extractor_version=f"trafilatura-{trafilatura.__version__}+{profile}",
+        extractor_version=f"trafilatura-{trafilatura.__version__}+{profile}+{CASCADE_VERSION}",
+        field_sources=tuple(sorted(meta.sources.items())),
+        extraction_settings=json.dumps({"profile": profile, **PROFILES[profile], "steps": steps},
+                                       sort_keys=True, separators=(",", ":")),
     )
+
+
+# --- the body: trafilatura, checked against a second extractor and structured data ---------
+
+# readability-lxml runs only when this much of trafilatura's body is unconfirmed or the page
+# says (JSON-LD) that the body is longer: it costs almost as much as trafilatura itself.
+# Truncation: trafilatura's text lies inside readability's, which is this many times longer.
+TRUNCATED_RATIO = 1.5
+# ... and inside means at least this share of trafilatura's shingles are in readability's.
+CONTAINED = 0.9
+# readability is evidence only when it found the same article: this share of trafilatura's
+# shingles in its output; below it, it picked another block of the page.
+SAME_ARTICLE = 0.5
+# readability drops these elements anyway, but parses them first, up to three times (its retry
+# loop): removing them from the string beforehand halves its cost on script-heavy news pages.
+_SCRIPTS = re.compile(r"<(script|style|svg|noscript)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# Measured on aeb-dev (`bench/extraction_quality.py --speed`): 1.2 -> F1 0.976 at ~0.72x
+# trafilatura's speed (readability on ~35% of pages); 1.5 -> F1 0.973 at ~0.80x.
+DOUBT_RATIO = 1.2
+_BLOCK_TAGS = frozenset("p h1 h2 h3 h4 h5 h6 li blockquote pre tr dd dt figcaption".split())
+
+
+def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate: frozenset[str]) -> tuple[str, list[str]]:
+    """The body text and the cascade steps that shaped it (recorded in `extraction_settings`)."""
+    rendered = _blocks(doc.body)
+    blocks = drop_known(rendered, boilerplate)
+    steps = ["boilerplate"] if blocks != rendered else []
+    blocks = _drop_title(blocks, doc.title)
+    body = ld.get("articleBody") if isinstance(ld.get("articleBody"), str) else ""
+    if not _doubtful(tree, blocks, body):
+        return "\n".join(b.text for b in blocks), steps
+    second = _readability_text(html)
+    own = shingles("\n".join(b.text for b in blocks))
+    if second and _share(own, shingles(second)) >= CONTAINED and \
+            len(tokens(second)) >= TRUNCATED_RATIO * n_words(blocks):
+        return second, [*steps, "readability:truncated"]
+    evidence = (shingles(second) if second and _share(own, shingles(second)) >= SAME_ARTICLE else set()) | shingles(body)
+    trimmed = trim_edges(blocks, evidence) if evidence else blocks
+    if len(trimmed) != len(blocks):
+        steps.append("trimmed")
+    return "\n".join(b.text for b in trimmed), steps
+
+
+def _doubtful(tree: Any, blocks: list[Block], body: str) -> bool:
+    """Whether trafilatura's body may be truncated or padded, judged cheaply (before readability).
+
+    Truncated: the page holds far more paragraph text than was extracted (DOUBT_RATIO, measured
+    on aeb-dev: 1.1 and 1.2 score alike, 1.3 loses pages; each step costs readability runs).
+    Disputed: the page's JSON-LD articleBody and the extracted text disagree.
+    """
+    own = shingles("\n".join(b.text for b in blocks))
+    if body and (_share(shingles(body), own) < CONTAINED or _share(own, shingles(body)) < CONTAINED):
+        return True
+    paragraph_words = sum(len(tokens(p.text_content())) for p in tree.iter("p"))
+    return paragraph_words >= DOUBT_RATIO * n_words(blocks)
+
+
+def _share(own: set[tuple[str, ...]], other: set[tuple[str, ...]]) -> float:
+    return len(own & other) / len(own) if own else 0.0
+
+
+def _blocks(body: Any) -> list[Block]:
+    """trafilatura's body as blocks, each rendered as trafilatura renders it."""
+    result = []
+    for child in body:
+        wrapper = etree.Element("body")
+        wrapper.append(deepcopy(child))
+        text = xmltotxt(wrapper, include_formatting=False).strip()
+        if text:
+            result.append(Block(child.tag, text))
+    return result
+
+
+def _drop_title(blocks: list[Block], title: str | None) -> list[Block]:
+    """`blocks` without a leading repeat of the headline: the headline is a field, not body text."""
+    if blocks and title and tokens(blocks[0].text) == tokens(title):
+        return blocks[1:]
+    return blocks
+
+
+def _readability_text(html: str) -> str:
+    """readability-lxml's main text, one block per line; "" when it finds none."""
+    try:
+        summary = Document(_SCRIPTS.sub("", html)).summary(html_partial=True)
+    except (Unparseable, ValueError, TypeError):  # readability's own failure, not ours
+        return ""
+    root = lxml.html.fromstring(summary) if summary.strip() else None
+    if root is None:
+        return ""
+    for element in root.iter(*_BLOCK_TAGS, "br", "div"):
+        element.tail = "\n" + (element.tail or "")
+    lines = (" ".join(line.split()) for line in root.text_content().splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+# --- metadata: structured data first, each field with its source ----------------------------
+
+_ARTICLE_TYPES = re.compile(r"article|posting|report|story", re.IGNORECASE)
+
+
+def jsonld_article(tree: Any) -> dict[str, Any]:
+    """The page's JSON-LD article object (NewsArticle, BlogPosting...), {} when it has none."""
+    found: list[dict[str, Any]] = []
+    for script in tree.iterfind('.//script[@type="application/ld+json"]'):
+        try:
+            stack: list[Any] = [json.loads(script.text or "")]
+        except ValueError:  # malformed JSON-LD is common and carries no evidence
+            continue
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                kinds = item.get("@type")
+                kinds = kinds if isinstance(kinds, list) else [kinds]
+                if any(isinstance(k, str) and _ARTICLE_TYPES.search(k) for k in kinds):
+                    found.append(item)
+                stack.extend(v for k, v in item.items() if k in ("@graph", "mainEntity", "mainEntityOfPage"))
+    # The one with a body, else the one with a date, else the first.
+    found.sort(key=lambda a: (not isinstance(a.get("articleBody"), str), "datePublished" not in a))
+    return found[0] if found else {}
+
+
+# Meta tags that carry a publication timestamp (Open Graph article, Dublin Core, Parse.ly,
+# Sailthru, schema.org microdata), in the order they are trusted.
+_DATE_META = ("article:published_time", "og:published_time", "datepublished", "parsely-pub-date",
+              "sailthru.date", "dc.date.issued", "dcterms.issued", "pubdate", "publishdate", "date")
+# /2019/11/18/, /2019-11-18-, /20191118/ in a URL path: the day the CMS filed the story.
+_URL_DAY = re.compile(r"(?<!\d)(20\d\d|19\d\d)[/_-]?(0[1-9]|1[0-2])[/_-]?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    authors: tuple[str, ...]
+    date: str | None
+    sources: dict[str, str]
+
+
+def page_metadata(tree: Any, doc: Any, ld: dict[str, Any], url: str) -> _Meta:
+    """Authors and publication time checked across JSON-LD, meta tags, trafilatura and the URL."""
+    sources = {name: "trafilatura" for name in ("title", "site_name", "description", "image")
+               if getattr(doc, name.replace("_", ""), None)}
+    sources["language"] = "trafilatura" if doc.language else "html"
+    date, sources["date"] = _publication_time(tree, doc.date, ld, url)
+    people = _ld_people(ld.get("author"))
+    if people:
+        authors, sources["authors"] = people, "json-ld"
+    else:
+        authors, sources["authors"] = ((doc.author,), "trafilatura") if doc.author else ((), "")
+    return _Meta(authors, date, {k: v for k, v in sources.items() if v})
+
+
+def _publication_time(tree: Any, found: str | None, ld: dict[str, Any], url: str) -> tuple[str | None, str]:
+    """The publication time and its source: a full timestamp where one agrees with the day.
+
+    trafilatura (htmldate) gives a bare day; JSON-LD and meta tags give a time and a zone but
+    are sometimes the modification time or a template default. A timestamp is taken when its
+    day (in its own zone) matches the URL's day, else trafilatura's; a day the URL contradicts
+    by more than one day gives way to the URL.
+    """
+    stamps = [(s, _iso(v)) for s, v in (("json-ld", ld.get("datePublished")), *_meta_dates(tree))]
+    stamps = [(s, v) for s, v in stamps if v is not None]
+    url_day = _url_day(url)
+    page_day = _iso(found).date() if _iso(found) else None
+    if url_day and page_day and abs((page_day - url_day).days) > 1:
+        page_day = None  # htmldate picked another date on the page (a related story, a copyright)
+    reference = url_day or page_day
+    for source, stamp in stamps:
+        if reference is None or abs((stamp.date() - reference).days) <= (1 if reference is url_day else 0):
+            return stamp.isoformat(), source
+    if page_day is not None:
+        return page_day.isoformat(), "trafilatura"
+    return (url_day.isoformat(), "url") if url_day else (None, "")
+
+
+def _meta_dates(tree: Any) -> list[tuple[str, str]]:
+    """(source, value) of the timestamp meta tags and <time itemprop=datePublished>, trusted first."""
+    values: dict[str, str] = {}
+    for meta in tree.iterfind(".//meta[@content]"):
+        key = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
+        if key in _DATE_META:
+            values.setdefault(key, meta.get("content"))
+    for time_el in tree.iterfind('.//time[@datetime]'):
+        if (time_el.get("itemprop") or "").lower() == "datepublished":
+            values.setdefault("datepublished", time_el.get("datetime"))
+    return [("meta", values[k]) for k in _DATE_META if k in values]
+
+
+def _iso(value: object) -> datetime | None:
+    """An ISO 8601 date or timestamp (a trailing Z included); None for anything else."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _url_day(url: str) -> date | None:
+    """The calendar day written in a URL's path, if there is a valid one."""
+    match = _URL_DAY.search(urlsplit(url).path)
+    if match is None:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def _ld_people(value: object) -> tuple[str, ...]:
+    """Names of the Person authors in a JSON-LD `author` value (organisations are not authors)."""
+    items = value if isinstance(value, list) else [value]
+    names = []
+    for item in items:
+        if isinstance(item, str) and item.strip():
+            names.append(item.strip())
+        elif isinstance(item, dict) and item.get("@type", "Person") == "Person" and isinstance(item.get("name"), str):
+            names.append(item["name"].strip())
+    return tuple(n for n in names if n)
 
 
 def _declared_language(tree: Any) -> str | None:
@@ -189,6 +435,7 @@ class _Job:
     content_type: str | None
     max_bytes: int
     min_words: int
+    boilerplate: frozenset[str] = frozenset()  # line keys of the site's learned furniture
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +452,7 @@ def _extract_job(job: _Job) -> Extracted | _Verdict:
     if len(response.body) > job.max_bytes:
         return _Verdict(State.SKIPPED, "too-large")
     html = decode_html(response.body, job.content_type or response.header("content-type"))
-    extracted = extract_page(html, job.url)
+    extracted = extract_page(html, job.url, boilerplate=job.boilerplate)
     if extracted is None:
         return _Verdict(State.NOT_ARTICLE, "no-text")
     if word_count(extracted.text) < job.min_words:
@@ -440,10 +687,14 @@ def run_pool(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeo
 
 # --- the stage ------------------------------------------------------------------------------
 
-def extract_batch(records: list[Article], settings: Settings) -> list[Article]:
-    """Extract every not-done record with archived raw bytes; done records pass through."""
+def extract_batch(records: list[Article], settings: Settings, db: Path | str | None = None) -> list[Article]:
+    """Extract every not-done record with archived raw bytes; done records pass through.
+
+    With `db`, each page loses the lines its site repeats across the articles stored there.
+    """
     todo = [i for i, r in enumerate(records) if not r.done and r.raw is not None]
-    jobs = [_job(records[i], settings) for i in todo]
+    learned = _site_boilerplate(db, [records[i] for i in todo]) if db is not None else {}
+    jobs = [_job(records[i], settings, learned) for i in todo]
     outcomes = run_pool(_extract_job, jobs, settings.extract_workers, settings.extract_timeout)
     result = list(records)
     for index, outcome in zip(todo, outcomes, strict=True):
@@ -451,9 +702,17 @@ def extract_batch(records: list[Article], settings: Settings) -> list[Article]:
     return result
 
 
-def _job(record: Article, settings: Settings) -> _Job:
-    return _Job(record.raw, record.final_url or record.url, record.content_type,  # type: ignore[arg-type]
-                settings.max_page_bytes, settings.min_words)
+def _site_boilerplate(db: Path | str, records: list[Article]) -> dict[str, frozenset[str]]:
+    """The learned boilerplate of the batch's domains (imported here: workers never need DuckDB)."""
+    from tasks.load import site_boilerplate
+
+    return site_boilerplate(db, [domain_of(r.final_url or r.url) or "" for r in records])
+
+
+def _job(record: Article, settings: Settings, learned: dict[str, frozenset[str]]) -> _Job:
+    url = record.final_url or record.url
+    return _Job(record.raw, url, record.content_type,  # type: ignore[arg-type]
+                settings.max_page_bytes, settings.min_words, learned.get(domain_of(url) or "", frozenset()))
 
 
 def _apply(record: Article, outcome: Outcome) -> Article:
@@ -473,9 +732,9 @@ def __getattr__(name: str) -> object:
     from prefect.cache_policies import NONE
 
     @task(name="extract", cache_policy=NONE)
-    def extract_task(records: list[Article], settings: Settings) -> list[Article]:
-        """Extract one batch in the worker pool."""
-        result = extract_batch(records, settings)
+    def extract_task(records: list[Article], settings: Settings, db: Path | None = None) -> list[Article]:
+        """Extract one batch in the worker pool (with `db`, minus each site's learned boilerplate)."""
+        result = extract_batch(records, settings, db)
         log.info("extracted %d of %d records", sum(r.extracted is not None for r in result), len(result))
         return result
 

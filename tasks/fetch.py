@@ -13,7 +13,11 @@ Every request, on every redirect hop, goes through the same rules:
   decompression bomb stops at the cap;
 * a total deadline per URL (`settings.deadline`, covering DNS, redirects, retries and
   body; not the politeness waits), on top of httpx's connect/read timeouts;
-* per-host concurrency (`per_host`) and spacing of request starts (`host_delay`).
+* per-host pacing that holds across processes (tasks/pacing.py): at most `per_host` requests in
+  flight and starts at least `host_delay` apart (raised by the site's robots.txt `Crawl-delay`,
+  up to `crawl_delay_cap`); at most `concurrency` requests in flight in all;
+* article pages only: every hop is checked against its origin's robots.txt (tasks/robots.py),
+  itself fetched by these same rules (capped at 512 KiB) and cached on disk for `robots_ttl`.
 
 Exceptions (`reason` is what lands in the `fetches.reason` column)::
 
@@ -21,7 +25,8 @@ Exceptions (`reason` is what lands in the `fetches.reason` column)::
      ├── RefusedError                         state skipped: we chose not to fetch or keep it
      │    ├── PrivateAddressError             private-address
      │    ├── BadURLError                     bad-url, bad-scheme
-     │    └── ContentTypeError                content-type:<mime>, content-type:none, binary-body
+     │    ├── ContentTypeError                content-type:<mime>, content-type:none, binary-body
+     │    └── RobotsError                     robots
      ├── HTTPStatusError(status)              http-<status>; state blocked for 401/402/403;
      │                                        transient for 429/500/502/503/504
      ├── TransientError                       timeout, connect-error, protocol-error (retried)
@@ -29,11 +34,45 @@ Exceptions (`reason` is what lands in the `fetches.reason` column)::
      ├── TooLargeError                        too-large (after decompression)
      ├── DeadlineError                        deadline
      └── FetchError itself                    tls-error, dns-error, bad-encoding, decode-error,
-                                              retry-after-too-long
+                                              retry-after-too-long, robots-unavailable
 
 Retries: transient failures get at most `MAX_ATTEMPTS` attempts, with exponential backoff and
 jitter from `settings.retry_backoff`, or the server's `Retry-After` (seconds or HTTP date) when
 it is at most `settings.retry_after_cap`; a longer one fails at once (`retry-after-too-long`).
+
+The reason vocabulary of `fetches` (state: reason), every stage; `SELECT state, reason, count(*)
+FROM fetches GROUP BY ALL` groups on it. `*` marks TRANSIENT_REASONS, which
+`newsflow ingest --retry-failed` re-drives (tasks/load.py `retry_candidates`):
+
+    skipped      robots                  robots.txt disallows the URL for our User-Agent
+                 private-address         a hop resolves to a non-public address (SSRF guard)
+                 bad-url, bad-scheme     not an absolute http(s) URL, or a redirect elsewhere
+                 content-type:<mime>     declared non-HTML (content-type:application/pdf ...)
+                 content-type:none       no Content-Type and the body does not look like HTML
+                 binary-body             binary bytes served as HTML
+                 too-large               (extract) archived page over max_page_bytes
+    blocked      http-401/402/403        the publisher refused us
+    failed       http-<status>           404, 410, other 4xx/5xx (http-429/500/502/503/504 *)
+                 timeout *               connect or read timed out on every attempt
+                 connect-error *         refused or reset connection
+                 protocol-error *        malformed or truncated HTTP response
+                 deadline *              the total per-URL deadline ran out (trickling server)
+                 retry-after-too-long *  429/503 asking for longer than retry_after_cap
+                 robots-unavailable *    robots.txt answered 429/5xx or timed out: host not crawled now
+                 too-many-redirects      more than max_redirects hops
+                 redirect-loop           a URL met twice in one redirect chain
+                 too-large               over max_page_bytes after decompression (bombs)
+                 tls-error, dns-error    certificate or name resolution failed
+                 bad-encoding            a Content-Encoding we do not decode (zstd, compress...)
+                 decode-error            a corrupt gzip/deflate/brotli stream
+                 extract-timeout         (extract) over extract_timeout, e.g. very deep nesting
+                 extract-error:<Exc>     (extract) the extractor crashed on the page
+    not_article  no-text, too-short      (extract) no main text, or fewer than min_words
+    duplicate    url-seen, same-content, in-run   (dedupe) already loaded, or twice in this run
+    loaded       (no reason)
+
+Feeds and sitemaps that fail as a whole (billion laughs, XXE, not a feed) are no URLs: they
+show in `sources.last_status`/`last_error` (tasks/sources.py).
 """
 
 from __future__ import annotations
@@ -45,10 +84,11 @@ import random
 import re
 import socket
 import ssl
+import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -60,7 +100,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.archive import RawWriter, raw_writer
+from tasks.pacing import Pacer
 from tasks.records import Article, State
+from tasks.robots import MAX_BYTES as ROBOTS_MAX_BYTES
+from tasks.robots import Robots, RobotsCache, Verdict, from_error, from_status
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +120,11 @@ ARTICLE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
 ACCEPT_ENCODING = "gzip, deflate, br"
 _CHUNK = 64 * 1024  # most decompressed bytes produced per step
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Failures worth trying again on a later run (`newsflow ingest --retry-failed`).
+TRANSIENT_REASONS = frozenset({
+    "timeout", "connect-error", "protocol-error", "deadline", "retry-after-too-long",
+    "robots-unavailable", *(f"http-{s}" for s in RETRY_STATUSES),
+})
 
 
 # --- exceptions -------------------------------------------------------------------------------
@@ -110,6 +158,11 @@ class BadURLError(RefusedError):
 
 class ContentTypeError(RefusedError):
     pass
+
+
+class RobotsError(RefusedError):
+    def __init__(self, url: str) -> None:
+        super().__init__("robots", url=url)
 
 
 class HTTPStatusError(FetchError):
@@ -173,13 +226,11 @@ def download(url: str, dest: BinaryIO, settings: Settings, max_bytes: int) -> No
 
 async def fetch_articles(records: list[Article], settings: Settings, writer: RawWriter) -> list[Article]:
     """Fetch every pending record's page into `writer`; each comes back fetched or finished."""
-    limit = asyncio.Semaphore(settings.concurrency)
 
     async def one(record: Article) -> Article:
         if record.done or record.raw is not None:
             return record
-        async with limit:
-            return await _fetch_article(session, record, writer)
+        return await _fetch_article(session, record, writer)
 
     async with _session(settings) as session:
         return list(await asyncio.gather(*(one(r) for r in records)))
@@ -266,7 +317,8 @@ async def _fetch_article(session: _Session, record: Article, writer: RawWriter) 
 
 async def _get_page(session: _Session, url: str, deadline: asyncio.Timeout | None) -> _Page:
     """One attempt at an article page: HTML only, capped."""
-    async with _follow(session, url, {"Accept": ARTICLE_ACCEPT}, deadline) as (response, final):
+    async with _follow(session, url, {"Accept": ARTICLE_ACCEPT}, deadline,
+                       robots=session.settings.obey_robots) as (response, final):
         content_type = response.headers.get("content-type")
         if not 200 <= response.status_code < 300:
             raise _status_error(response, final)
@@ -340,7 +392,10 @@ async def _download(session: _Session, url: str, dest: BinaryIO, max_bytes: int,
 class _Session:
     client: httpx.AsyncClient
     settings: Settings
-    hosts: _Hosts
+    pacer: Pacer
+    limit: asyncio.Semaphore  # requests in flight, all hosts together (`concurrency`)
+    robots_cache: RobotsCache
+    robots: dict[str, asyncio.Future[Robots]] = field(default_factory=dict)  # by origin
 
 
 @asynccontextmanager
@@ -354,7 +409,8 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
         transport=_PinnedTransport(), timeout=timeout, follow_redirects=False, trust_env=False,
         cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     ) as client:
-        yield _Session(client, settings, _Hosts(settings.per_host, settings.host_delay))
+        yield _Session(client, settings, Pacer(settings.cache_dir / "hosts", settings.per_host),
+                       asyncio.Semaphore(settings.concurrency), RobotsCache(settings.cache_dir / "robots"))
 
 
 class _PinnedTransport(httpx.AsyncBaseTransport):
@@ -381,11 +437,17 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
 
 
 @asynccontextmanager
-async def _follow(session: _Session, url: str, headers: dict[str, str],
-                  deadline: asyncio.Timeout | None) -> AsyncIterator[tuple[httpx.Response, str]]:
-    """The last response of `url`'s redirect chain (body not yet read) and its URL; every hop vetted."""
+async def _follow(session: _Session, url: str, headers: dict[str, str], deadline: asyncio.Timeout | None,
+                  *, robots: bool = False) -> AsyncIterator[tuple[httpx.Response, str]]:
+    """The last response of `url`'s redirect chain (body not yet read) and its URL; every hop vetted.
+
+    With `robots`, every hop must also be allowed by its origin's robots.txt.
+    """
     seen = {_without_fragment(url)}
     for _ in range(session.settings.max_redirects + 1):
+        if robots:
+            async with _paused(deadline):  # like the pacing waits: politeness, not the server
+                await _check_robots(session, url)
         async with _hop(session, url, headers, deadline) as response:
             if not response.has_redirect_location:  # 301/302/303/307/308 with a Location
                 yield response, url
@@ -402,11 +464,24 @@ async def _hop(session: _Session, url: str, headers: dict[str, str],
     target = _parse_url(url)
     host = target.raw_host.decode("ascii")
     ip = await _vetted_ip(host, target.port or (443 if target.scheme == "https" else 80), session.settings)
+    delay = _host_delay(session, url)
+
+    async def trace(event: str, info: dict[str, object]) -> None:
+        # The host's spacing is claimed as the request headers go out (httpcore's documented
+        # "trace" extension), after connecting: a slow TCP/TLS connect, or httpcore's lazy imports
+        # on a process's first request, must not shorten the gap to the next start.
+        if event.endswith("send_request_headers.started"):
+            async with _paused(deadline):
+                await session.pacer.space(host, delay)
+
+    extensions: dict[str, object] = {"trace": trace}
+    if target.scheme == "https":
+        extensions["sni_hostname"] = host
     request = session.client.build_request(
         "GET", target.copy_with(host=ip), headers={**headers, "Host": target.netloc.decode("ascii")},
-        extensions={"sni_hostname": host} if target.scheme == "https" else {},
+        extensions=extensions,
     )
-    async with session.hosts.slot(host, deadline):
+    async with _turn(session, host, deadline):
         try:
             response = await session.client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -504,38 +579,84 @@ def _transport_error(exc: httpx.TransportError, url: str) -> FetchError:
 
 # --- politeness, deadline, retries ------------------------------------------------------------
 
-class _Hosts:
-    """Per-host limits: at most `per_host` requests in flight, starts `delay` seconds apart."""
-
-    def __init__(self, per_host: int, delay: float) -> None:
-        self._per_host, self._delay = per_host, delay
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._next_start: dict[str, float] = {}
-
-    @asynccontextmanager
-    async def slot(self, host: str, deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
-        slots = self._slots.setdefault(host, asyncio.Semaphore(self._per_host))
+@asynccontextmanager
+async def _turn(session: _Session, host: str, deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
+    """Hold a slot of `host` and one of `concurrency` (the host's spacing is waited for in `_hop`)."""
+    stack = AsyncExitStack()
+    try:
         async with _paused(deadline):  # waiting our turn is politeness, not the server's slowness
-            await slots.acquire()
-            try:
-                await self._space(host)
-            except BaseException:
-                slots.release()
-                raise
-        try:
-            yield
-        finally:
-            slots.release()
+            await stack.enter_async_context(session.pacer.slot(host))
+            await stack.enter_async_context(session.limit)
+    except BaseException:
+        await stack.aclose()
+        raise
+    async with stack:
+        yield
 
-    async def _space(self, host: str) -> None:
-        """Wait until `delay` seconds after the previous start to `host`."""
-        loop = asyncio.get_running_loop()
-        async with self._locks.setdefault(host, asyncio.Lock()):
-            wait = self._next_start.get(host, 0.0) - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next_start[host] = loop.time() + self._delay
+
+def _host_delay(session: _Session, url: str) -> float:
+    """Seconds between starts to `url`'s host: ours, or the site's Crawl-delay up to the cap."""
+    settings = session.settings
+    known = session.robots.get(_origin(url))
+    if known is None or not known.done() or known.cancelled() or known.exception() is not None:
+        return settings.host_delay
+    asked = known.result().delay(settings.user_agent)
+    return max(settings.host_delay, min(asked, settings.crawl_delay_cap))
+
+
+# --- robots.txt -------------------------------------------------------------------------------
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of an http(s) URL: the scope of one robots.txt."""
+    parsed = _parse_url(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+
+
+async def _check_robots(session: _Session, url: str) -> None:
+    """Raise unless `url`'s robots.txt lets us fetch it."""
+    rules = await _robots_for(session, _origin(url))
+    if rules.allows(url, session.settings.user_agent):
+        return
+    if rules.verdict is Verdict.UNAVAILABLE:
+        raise FetchError("robots-unavailable", url=url)
+    raise RobotsError(url)
+
+
+async def _robots_for(session: _Session, origin: str) -> Robots:
+    """The origin's robots verdict: from this session, the disk cache, or fetched once."""
+    if origin not in session.robots:
+        session.robots[origin] = asyncio.ensure_future(_load_robots(session, origin))
+    # shield: a page giving up waiting must not cancel the fetch that other pages wait for
+    return await asyncio.shield(session.robots[origin])
+
+
+async def _load_robots(session: _Session, origin: str) -> Robots:
+    settings = session.settings
+    rules = session.robots_cache.get(origin, settings.robots_ttl, settings.robots_error_ttl)
+    if rules is None:
+        rules = await _fetch_robots(session, origin)
+        session.robots_cache.put(rules)
+    log.debug("robots %s: %s (%s)", origin, rules.verdict, rules.cause)
+    return rules
+
+
+async def _fetch_robots(session: _Session, origin: str) -> Robots:
+    """Fetch and judge `origin/robots.txt` under the same rules as any page (own deadline)."""
+    try:
+        status, body = await _with_deadline(session, lambda d: _get_robots(session, origin + "/robots.txt", d))
+    except FetchError as exc:
+        return from_error(origin, exc.reason)
+    return from_status(origin, status, body)
+
+
+async def _get_robots(session: _Session, url: str, deadline: asyncio.Timeout | None) -> tuple[int, bytes]:
+    """One attempt: the final status and, for a 2xx, the first ROBOTS_MAX_BYTES of the body."""
+    async with _follow(session, url, {"Accept": "text/plain, */*;q=0.5"}, deadline) as (response, final):
+        if response.status_code in RETRY_STATUSES:
+            raise _status_error(response, final)  # retried like any page, then "unavailable"
+        if not 200 <= response.status_code < 300:
+            return response.status_code, b""
+        return response.status_code, await _read_prefix(response, ROBOTS_MAX_BYTES)
 
 
 @asynccontextmanager
@@ -604,6 +725,16 @@ async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     async for piece in _stream_body(response, max_bytes):
         body += piece
     return bytes(body)
+
+
+async def _read_prefix(response: httpx.Response, max_bytes: int) -> bytes:
+    """The first `max_bytes` of the decoded body; the rest is never read (RFC 9309 robots.txt cap)."""
+    body = bytearray()
+    async for piece in _stream_body(response, sys.maxsize):
+        body += piece
+        if len(body) >= max_bytes:
+            break
+    return bytes(body[:max_bytes])
 
 
 async def _stream_body(response: httpx.Response, max_bytes: int) -> AsyncIterator[bytes]:

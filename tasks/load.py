@@ -12,6 +12,7 @@ up in set-based SQL and handed to `tasks.dedupe`, so a rerun or a retry changes 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,8 +23,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures
+from tasks.boilerplate import recurring_keys
 from tasks.dedupe import KnownKeys, mark_duplicates, url_variants
 from tasks.records import Article, State
+from tasks.settings import Settings
+from tasks.similarity import signatures
+from tasks.views import (CREATE_INDEX, INDEX_EXISTS, SEARCH, VIEWS, SearchUnavailableError, export_sql,
+                         load_fts)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -60,6 +67,9 @@ CREATE TABLE IF NOT EXISTS articles (
     extractor_version VARCHAR,
     first_run_id      VARCHAR
 );
+-- issue 8: where each metadata field came from, and the extraction options and cascade steps.
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS field_sources MAP(VARCHAR, VARCHAR);
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS extraction_settings VARCHAR;
 CREATE TABLE IF NOT EXISTS url_aliases (
     url         VARCHAR PRIMARY KEY,         -- canonical form of a URL variant seen for the article
     article_id  VARCHAR NOT NULL,
@@ -107,10 +117,37 @@ CREATE TABLE IF NOT EXISTS sources (
     last_status     VARCHAR,
     last_error      VARCHAR
 );
+CREATE TABLE IF NOT EXISTS partitions (      -- backfill units: a WARC file, a sitemap day, a raw file to re-extract
+    partition_key VARCHAR PRIMARY KEY,       -- kind, location and a fingerprint of the filters
+    kind          VARCHAR,
+    location      VARCHAR,
+    status        VARCHAR,                   -- done | failed (a failed one is redone by the next run)
+    reason        VARCHAR,
+    records       INTEGER,                   -- records read, filtered ones included
+    filtered      INTEGER,                   -- left out before extraction (--domain)
+    changed       INTEGER,                   -- re-extraction: articles updated
+    run_id        VARCHAR,
+    finished_at   TIMESTAMPTZ
+);
 """
 
+# "How many outlets ran this story, and who ran it first": one row per cluster of copies.
+CLUSTERS_VIEW = """
+CREATE OR REPLACE VIEW clusters AS
+SELECT cluster_id,
+       count(*)                                              AS size,
+       count(DISTINCT domain)                                AS outlets,
+       list(DISTINCT domain ORDER BY domain)                 AS domains,
+       min(published_at)                                     AS first_published,
+       max(published_at)                                     AS last_published,
+       any_value(domain) FILTER (WHERE article_id = cluster_id) AS first_outlet,
+       any_value(title) FILTER (WHERE article_id = cluster_id)  AS title
+FROM articles
+GROUP BY cluster_id;
+"""
+SCHEMA += CLUSTER_SCHEMA + CLUSTERS_VIEW
+
 STATES = [s.value for s in State]
-LOCK_WAIT_SECONDS = 30.0
 
 
 class DatabaseLockedError(RuntimeError):
@@ -119,8 +156,11 @@ class DatabaseLockedError(RuntimeError):
 
 @contextmanager
 def connect(db: Path | str, read_only: bool = False,
-            wait: float = LOCK_WAIT_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection held only for the `with` block, waiting while another process holds the lock."""
+            wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection held only for the `with` block, waiting while another process holds the lock
+    (up to `wait` seconds, by default `Settings.lock_wait`)."""
+    if wait is None:
+        wait = Settings().lock_wait
     db = Path(db)
     if not read_only:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -159,9 +199,10 @@ def transaction(db: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def ensure_schema(db: Path | str) -> None:
-    """Create the tables if they are missing (idempotent)."""
+    """Create the tables (and the operator's views, `tasks.views`) if they are missing (idempotent)."""
     with transaction(db) as con:
         con.execute(SCHEMA)
+        con.execute(VIEWS)
 
 
 # ---------------------------------------------------------------- reads used by the pipeline
@@ -184,21 +225,24 @@ def _known_urls(con: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, st
     return dict(rows)
 
 
-def _known_content(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> dict[str, str]:
+def _known_content(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> dict[tuple[str, str | None], str]:
     staged = pa.table({"content_hash": pa.array(hashes, pa.string())})  # noqa: F841
     rows = con.execute(
-        "SELECT a.content_hash, min(a.article_id) FROM articles a "
-        "JOIN staged s USING (content_hash) GROUP BY a.content_hash"
+        "SELECT a.content_hash, a.domain, min(a.article_id) FROM articles a "
+        "JOIN staged s USING (content_hash) GROUP BY ALL"
     ).fetchall()
-    return dict(rows)
+    return {(content_hash, domain): article for content_hash, domain, article in rows}
 
 
 # ---------------------------------------------------------------- the batch load
 
 
-def load_batch(db: Path | str, run_id: str, records: Sequence[Article]) -> list[Article]:
+def load_batch(db: Path | str, run_id: str, records: Sequence[Article],
+               partition: dict[str, Any] | None = None) -> list[Article]:
     """Load one batch in one transaction: dedupe against the DB, insert new articles and their
-    URL aliases, and record one `fetches` row per record. Returns the records in final states."""
+    URL aliases, and record one `fetches` row per record. Returns the records in final states.
+    With `partition` (a `partitions` row), the batch is a backfill partition's last and the
+    partition is recorded as finished in the same transaction."""
     now = datetime.now(UTC)
     with transaction(db) as con:
         pending = [r for r in records if not r.done and r.article_id]
@@ -210,8 +254,11 @@ def load_batch(db: Path | str, run_id: str, records: Sequence[Article]) -> list[
         new = [r for r in final if r.state is State.LOADED]
         if new:
             _insert_articles(con, run_id, new)
+            _cluster(con, new)
         _insert_aliases(con, final, now)
         _insert_fetches(con, run_id, final, now)
+        if partition is not None:
+            _upsert_partition(con, partition, run_id, now)
     return final
 
 
@@ -222,6 +269,9 @@ def _settle(record: Article) -> Article:
     if not record.article_id or record.extracted is None:
         return record.finish(State.FAILED, "internal:not-normalised")
     return record.finish(State.LOADED)
+
+
+_FIELD_SOURCES = pa.map_(pa.string(), pa.string())
 
 
 def _list(values: Sequence[str]) -> list[str]:
@@ -261,6 +311,8 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
         "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
         "extractor_version": [e.extractor_version for e in ex],
+        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
+        "extraction_settings": [e.extraction_settings or None for e in ex],
     })
     # cluster_id is the article itself until near-duplicate clustering assigns one.
     con.execute(
@@ -269,6 +321,13 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "ON CONFLICT (article_id) DO NOTHING",
         [run_id],
     )
+
+
+def _cluster(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
+    """Sign the new articles and join them to the clusters of the stored texts they nearly repeat."""
+    sigs = signatures(r.extracted.text for r in records)  # type: ignore[union-attr]
+    return add_signatures(con, [SignedArticle(r.article_id, r.published_at, r.fetched_at, sig)  # type: ignore[arg-type]
+                                for r, sig in zip(records, sigs, strict=True)])
 
 
 def _insert_aliases(con: duckdb.DuckDBPyConnection, records: Sequence[Article], now: datetime) -> None:
@@ -308,12 +367,151 @@ def _insert_fetches(con: duckdb.DuckDBPyConnection, run_id: str, records: Sequen
     )
 
 
+# ---------------------------------------------------------------- backfill partitions and re-extraction
+
+_PARTITION_COLUMNS = ["partition_key", "kind", "location", "status", "reason", "records", "filtered", "changed"]
+
+
+def _upsert_partition(con: duckdb.DuckDBPyConnection, row: dict[str, Any], run_id: str, now: datetime) -> None:
+    values = [row.get(c) for c in _PARTITION_COLUMNS]
+    con.execute(
+        f"INSERT OR REPLACE INTO partitions ({', '.join(_PARTITION_COLUMNS)}, run_id, finished_at) "
+        f"VALUES ({', '.join('?' * (len(values) + 2))})",
+        [*values, run_id, now],
+    )
+
+
+def record_partition(db: Path | str, run_id: str, row: dict[str, Any]) -> None:
+    """Record a partition that ended without a final load (failed, or nothing to load)."""
+    with transaction(db) as con:
+        con.execute(SCHEMA)
+        _upsert_partition(con, row, run_id, datetime.now(UTC))
+
+
+def finished_partitions(db: Path | str, keys: Sequence[str]) -> set[str]:
+    """Which of these partitions an earlier run finished (status done)."""
+    if not keys or not Path(db).exists():
+        return set()
+    staged = pa.table({"partition_key": pa.array(list(keys), pa.string())})  # noqa: F841
+    with connect(db, read_only=True) as con:
+        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'partitions'").fetchall():
+            return set()
+        rows = con.execute("SELECT p.partition_key FROM partitions p JOIN staged s USING (partition_key) "
+                           "WHERE p.status = 'done'").fetchall()
+    return {key for (key,) in rows}
+
+
+# What an article row needs to be rebuilt as a record for re-extraction.
+REEXTRACT_COLUMNS = ["article_id", "url", "source", "source_kind", "http_status", "fetched_at",
+                     "raw_path", "raw_offset", "raw_length", "feed_guid", "feed_title", "feed_published",
+                     "feed_categories", "sitemap_lastmod"]
+
+
+def reextract_candidates(db: Path | str, since: datetime | None = None, until: datetime | None = None,
+                         domains: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Articles with a raw page, published in [since, until) and on these domains (or their
+    subdomains), ordered by raw file and offset."""
+    where = ["raw_path IS NOT NULL"]
+    params: list[Any] = []
+    if since is not None:
+        where.append("published_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("published_at < ?")
+        params.append(until)
+    if domains:
+        where.append("(" + " OR ".join(["domain = ? OR domain LIKE ?"] * len(domains)) + ")")
+        params += [v for d in domains for v in (d, f"%.{d}")]
+    with connect(db, read_only=True) as con:
+        cur = con.execute(f"SELECT {', '.join(REEXTRACT_COLUMNS)} FROM articles WHERE {' AND '.join(where)} "
+                          "ORDER BY raw_path, raw_offset", params)
+        return [dict(zip(REEXTRACT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+# The columns extraction and normalisation decide; re-extraction rewrites only these.
+_EXTRACTED_COLUMNS = ["title", "authors", "published_at", "language", "text", "word_count", "content_hash",
+                      "site_name", "description", "categories", "tags", "image", "page_canonical"]
+
+
+def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],
+                       partition: dict[str, Any] | None = None) -> int:
+    """Update re-extracted articles in place (same `article_id`), in one transaction.
+
+    Only rows where an extracted column differs are touched, and they get the new
+    `extractor_version`; rows whose extraction is unchanged are left alone. Returns how many
+    rows changed. With `partition`, it is recorded as finished in the same transaction.
+    """
+    fresh = [r for r in records if r.extracted is not None and r.article_id and not r.done]
+    with transaction(db) as con:
+        changed = _update_articles(con, fresh) if fresh else 0
+        if partition is not None:
+            _upsert_partition(con, {**partition, "changed": (partition.get("changed") or 0) + changed},
+                              run_id, datetime.now(UTC))
+    return changed
+
+
+def _update_articles(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
+    ex = [r.extracted for r in records]
+    staged = pa.table({  # noqa: F841 (used by name in SQL)
+        "article_id": [r.article_id for r in records],
+        "title": [r.title for r in records],
+        "authors": pa.array([_list(r.authors) for r in records], pa.list_(pa.string())),
+        "published_at": pa.array([r.published_at for r in records], pa.timestamp("us", tz="UTC")),
+        "language": [r.language for r in records],
+        "text": [e.text for e in ex],
+        "word_count": pa.array([r.word_count for r in records], pa.int32()),
+        "content_hash": [r.content_hash for r in records],
+        "site_name": [e.site_name for e in ex],
+        "description": [e.description for e in ex],
+        "categories": pa.array([_list(e.categories) for e in ex], pa.list_(pa.string())),
+        "tags": pa.array([_list(e.tags) for e in ex], pa.list_(pa.string())),
+        "image": [e.image for e in ex],
+        "page_canonical": [e.canonical_link for e in ex],
+        "extractor_version": [e.extractor_version for e in ex],
+        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
+        "extraction_settings": [e.extraction_settings or None for e in ex],
+    })
+    sets = ", ".join(f"{c} = s.{c}" for c in [*_EXTRACTED_COLUMNS, "extractor_version", "field_sources",
+                                                 "extraction_settings"])
+    differs = " OR ".join(f"a.{c} IS DISTINCT FROM s.{c}" for c in _EXTRACTED_COLUMNS)
+    (count,) = con.execute(
+        f"UPDATE articles AS a SET {sets} FROM staged s WHERE a.article_id = s.article_id AND ({differs})"
+    ).fetchone()
+    return int(count)
+
+
+# ---------------------------------------------------------------- per-site boilerplate (issue 8)
+
+# The most recent articles of a domain a boilerplate sample reads: enough to see furniture
+# repeat, bounded so that a large archive costs the same as a medium one.
+BOILERPLATE_SAMPLE = 200
+
+
+def site_boilerplate(db: Path | str, domains: Sequence[str],
+                     sample: int = BOILERPLATE_SAMPLE) -> dict[str, frozenset[str]]:
+    """Per domain, the `line_key`s of the short lines its stored articles keep repeating (read-only)."""
+    wanted = sorted({d for d in domains if d})
+    if not wanted or not Path(db).exists():
+        return {}
+    staged = pa.table({"domain": pa.array(wanted, pa.string())})  # noqa: F841
+    with connect(db, read_only=True) as con:
+        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'articles'").fetchall():
+            return {}
+        rows = con.execute(
+            "SELECT domain, list(text) FROM (SELECT a.domain, a.text, row_number() OVER "
+            "(PARTITION BY a.domain ORDER BY a.fetched_at DESC) AS n FROM articles a JOIN staged USING (domain) "
+            "WHERE a.text IS NOT NULL) WHERE n <= ? GROUP BY domain", [sample]).fetchall()
+    learned = {domain: recurring_keys(texts) for domain, texts in rows}
+    return {domain: keys for domain, keys in learned.items() if keys}
+
+
 # ---------------------------------------------------------------- runs and sources
 
 
 def start_run(db: Path | str, run_id: str, flow: str, parameters: dict[str, Any]) -> None:
     with transaction(db) as con:
         con.execute(SCHEMA)
+        con.execute(VIEWS)
         con.execute(
             "INSERT INTO runs (run_id, flow, started_at, status, parameters) VALUES (?, ?, ?, 'running', ?) "
             "ON CONFLICT (run_id) DO NOTHING",
@@ -387,12 +585,110 @@ def save_source_states(db: Path | str, states: Sequence[dict[str, Any]]) -> None
         )
 
 
+def clusters(db: Path | str, since: datetime | None = None, min_size: int = 2,
+             limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The largest clusters first (then the most recent): who ran a story, and who ran it first."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # a day given on the command line means UTC
+    with connect(db, read_only=True) as con:
+        cur = con.execute(
+            "SELECT size, outlets, first_outlet, first_published, last_published, title, cluster_id "
+            "FROM clusters WHERE size >= $min_size AND ($since IS NULL OR last_published >= $since) "
+            "ORDER BY size DESC, outlets DESC, first_published DESC NULLS LAST LIMIT $limit",
+            {"min_size": min_size, "since": since, "limit": limit})
+        return [d[0] for d in cur.description], cur.fetchall()
+
+
 def query(db: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run a read-only query for people: column names and rows."""
     with connect(db, read_only=True) as con:
         cur = con.execute(sql)
         columns = [d[0] for d in cur.description or []]
         return columns, cur.fetchall()
+
+
+# ---------------------------------------------------------------- the operator's view (SQL in tasks/views.py)
+
+
+def refresh_search(db: Path | str) -> int:
+    """Rebuild the BM25 index over articles' titles and texts; returns how many articles it covers.
+
+    DuckDB's fts index is a snapshot with no incremental update, so the flow calls this once per
+    run, after its loads. Raises `tasks.views.SearchUnavailableError` without the extension."""
+    with transaction(db) as con:
+        load_fts(con)
+        con.execute(CREATE_INDEX)
+        return int(con.execute("SELECT count(*) FROM articles").fetchone()[0])
+
+
+def refresh_search_if_available(db: Path | str) -> int | None:
+    """`refresh_search`, logging instead of failing the run where the fts extension is not installed."""
+    try:
+        return refresh_search(db)
+    except SearchUnavailableError as exc:
+        logging.getLogger(__name__).warning("search index not refreshed: %s", exc)
+        return None
+
+
+def has_search_index(db: Path | str, wait: float | None = None) -> bool:
+    with connect(db, read_only=True, wait=wait) as con:
+        return bool(con.execute(INDEX_EXISTS).fetchone()[0])
+
+
+def stats(db: Path | str, since: str | None = None,
+          wait: float | None = None) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """The `source_health` and `daily_articles` views, from `since` (a date) on: name -> (columns, rows)."""
+    out = {}
+    with connect(db, read_only=True, wait=wait) as con:
+        for view in ("source_health", "daily_articles"):
+            cur = con.execute(f"SELECT * FROM {view}(?)", [since or "1970-01-01"])
+            out[view] = ([d[0] for d in cur.description or []], cur.fetchall())
+    return out
+
+
+def search(db: Path | str, text: str, since: str | None = None, source: str | None = None,
+           limit: int = 10, wait: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Articles matching `text`, best BM25 score first (source matches a source name or a domain)."""
+    with connect(db, read_only=True, wait=wait) as con:
+        load_fts(con)
+        cur = con.execute(SEARCH, {"query": text, "since": since, "source": source, "limit": limit})
+        return [d[0] for d in cur.description or []], cur.fetchall()
+
+
+def export_parquet(db: Path | str, out_dir: Path | str, since: str | None = None,
+                   wait: float | None = None) -> int:
+    """Write articles as Parquet under `out_dir/date=YYYY-MM-DD/`; returns how many rows."""
+    with connect(db, read_only=True, wait=wait) as con:
+        (count,) = con.execute(export_sql(Path(out_dir)), {"since": since or "1970-01-01"}).fetchone()
+        return int(count)
+
+
+def retry_candidates(db: Path | str | None, settings: Settings) -> list[Article]:
+    """URLs whose last recorded state, over all runs, was a transient failure (`--retry-failed`).
+
+    Transient: tasks.fetch.TRANSIENT_REASONS (timeouts, connect errors, 429/5xx, deadline,
+    robots-unavailable...). Read-only; `db` defaults to `settings.db`. Hints are not stored, so
+    the records carry the URL, its source and the source's kind only.
+    """
+    from tasks.fetch import TRANSIENT_REASONS  # the reason vocabulary lives with the fetcher
+    from tasks.records import SourceKind
+
+    db = Path(db) if db else settings.db
+    if not db.exists():
+        return []
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "WITH last AS (SELECT url, arg_max(source, recorded_at) AS source, "
+            "arg_max(state, recorded_at) AS state, arg_max(reason, recorded_at) AS reason "
+            "FROM fetches GROUP BY url) "
+            "SELECT last.url, last.source, s.kind FROM last LEFT JOIN sources s ON s.name = last.source "
+            "WHERE last.state = 'failed' AND list_contains(?, last.reason) ORDER BY last.url",
+            [sorted(TRANSIENT_REASONS)],
+        ).fetchall()
+    kinds = {k.value for k in SourceKind}
+    return [Article(url=url, source=source or "retry",
+                    source_kind=SourceKind(kind) if kind in kinds else SourceKind.URLS)
+            for url, source, kind in rows]
 
 
 # ---------------------------------------------------------------- Prefect tasks (thin wrappers)
@@ -403,4 +699,7 @@ start_run_task = task(name="start-run", cache_policy=NONE)(start_run)
 finish_run_task = task(name="finish-run", cache_policy=NONE)(finish_run)
 known_urls_task = task(name="known-urls", cache_policy=NONE)(known_urls)
 load_task = task(name="load", cache_policy=NONE, retries=2, retry_delay_seconds=5)(load_batch)
+record_partition_task = task(name="record-partition", cache_policy=NONE)(record_partition)
 save_source_states_task = task(name="save-source-states", cache_policy=NONE)(save_source_states)
+refresh_search_task = task(name="refresh-search", cache_policy=NONE)(refresh_search_if_available)
+site_boilerplate_task = task(name="site-boilerplate", cache_policy=NONE)(site_boilerplate)

@@ -14,9 +14,9 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from courlan import clean_url
+from courlan import clean_url, extract_domain
 
 from tasks.records import Article, Extracted
 
@@ -31,11 +31,51 @@ FUTURE_SLACK = timedelta(days=1)
 # --- URLs and ids ---------------------------------------------------------------------------
 
 def canonical_url(url: str) -> str:
-    """`url` without trackers (utm_*, fbclid, gclid...), default port or fragment; scheme and host lowercased."""
+    """`url` without trackers (utm_*, fbclid, gclid...), default port, fragment or AMP marker;
+    scheme and host lowercased."""
     # courlan keeps meaningful query params (id=, page=) and sorts them; its non-strict mode
     # keeps some fragments, which never reach the server, so we drop them here.
     cleaned = clean_url(url) or url.strip()
-    return urlunsplit(urlsplit(cleaned)._replace(fragment=""))
+    return _without_amp(urlunsplit(urlsplit(cleaned)._replace(fragment="")))
+
+
+# AMP versions of a page: /story/amp, /amp/story, ?amp=1, ?outputType=amp, amp.example.com.
+# courlan does not fold them (it cannot know the AMP page is the same article); publishers
+# use these few spellings, so a small rule here is the whole of it.
+_AMP_QUERY = re.compile(r"(^|&)(amp(=(1|true))?|outputtype=amp)(?=&|$)", re.IGNORECASE)
+
+
+def _without_amp(url: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path
+    if path.endswith(("/amp", "/amp/")) and len(path.rstrip("/")) > 4:
+        path = path.rstrip("/").removesuffix("/amp") or "/"
+    elif path.startswith("/amp/"):
+        path = path.removeprefix("/amp")
+    query = _AMP_QUERY.sub("", parts.query).strip("&")
+    host = parts.netloc.removeprefix("amp.") if parts.netloc.count(".") >= 2 else parts.netloc
+    return urlunsplit(parts._replace(netloc=host, path=path, query=query))
+
+
+def identity_url(fetched_url: str, page_canonical: str | None) -> str:
+    """The canonical URL that names an article: the page's own rel=canonical / og:url when it is
+    on the same site (so AMP, mobile, print and tracking variants all name one article), else the
+    fetched URL. A canonical link to another site (the wire service's, a partner's) is a fact about
+    the page, never its identity; one to the site's front page is a CMS mistake and is ignored."""
+    fetched = canonical_url(fetched_url)
+    if not page_canonical:
+        return fetched
+    link = canonical_url(urljoin(fetched_url, page_canonical.strip()))
+    parts = urlsplit(link)
+    if parts.scheme not in ("http", "https") or parts.path in ("", "/"):
+        return fetched
+    return link if same_site(link, fetched) else fetched
+
+
+def same_site(a: str, b: str) -> bool:
+    """Whether two URLs are on one registered domain (www., m. and amp. hosts included)."""
+    site_a, site_b = extract_domain(a), extract_domain(b)
+    return bool(site_a) and site_a == site_b
 
 
 def article_id(canonical: str) -> str:
@@ -116,7 +156,11 @@ _TITLE_WORDS = frozenset("""
 """.split())
 
 
-def clean_authors(raw: Iterable[str]) -> tuple[str, ...]:
+# Placeholder accounts CMSs put in the author field: never a person (issue 8).
+_NOT_AUTHORS = frozenset({"admin", "administrator", "webmaster", "editor", "unknown", "guest", "root"})
+
+
+def clean_authors(raw: Iterable[str], site_name: str | None = None) -> tuple[str, ...]:
     """Author names from raw bylines: split, "By" and e-mails and titles dropped, de-duplicated.
 
     Commas separate names ("A, B and C") except that a part after a comma holding a job-title
@@ -126,7 +170,9 @@ def clean_authors(raw: Iterable[str]) -> tuple[str, ...]:
     are never inverted.
     """
     names: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set(_NOT_AUTHORS)
+    if site_name and site_name.strip():
+        seen.add(" ".join(site_name.split()).casefold())  # the site is not its own author
     for byline in raw:
         for name in _names_in(byline or ""):
             key = name.casefold()
@@ -226,14 +272,14 @@ def normalise_batch(records: list[Article]) -> list[Article]:
 def _normalise(record: Article) -> Article:
     """One record with canonical URL, id, domain, title, authors, date, language and hash set."""
     page: Extracted = record.extracted  # type: ignore[assignment]
-    canonical = canonical_url(record.final_url or record.url)
+    canonical = identity_url(record.final_url or record.url, page.canonical_link)
     hinted_title = " ".join(record.hints.title.split()) if record.hints.title else None
     return record.replace(
         canonical_url=canonical,
         article_id=article_id(canonical),
         domain=domain_of(canonical),
         title=clean_title(page.title, page.site_name) or hinted_title or None,
-        authors=clean_authors(page.authors),
+        authors=clean_authors(page.authors, page.site_name),
         published_at=published_at(record),
         language=language_code(page.language),
         word_count=word_count(page.text),

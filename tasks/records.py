@@ -83,6 +83,10 @@ class Extracted:
     language: str | None = None  # as declared or detected, normalise makes it a code
     canonical_link: str | None = None  # the page's rel=canonical / og:url, a fact about the page
     extractor_version: str = ""
+    # Where each metadata field came from ("json-ld", "meta", "trafilatura", "feed", "url"...),
+    # as sorted (field, source) pairs: hashable, like the rest of the record.
+    field_sources: tuple[tuple[str, str], ...] = ()
+    extraction_settings: str = ""  # the options and cascade steps used, as compact JSON
 
 
 @dataclass(frozen=True, slots=True)

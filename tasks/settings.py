@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     host_delay: float = Field(1.0, description="minimum seconds between request starts to one host")
     retry_backoff: float = Field(1.0, description="base seconds of the exponential retry backoff")
     retry_after_cap: float = Field(120.0, description="longest Retry-After honoured; longer fails at once")
+    # robots.txt and cross-process per-host pacing state (tasks/robots.py); next to the raw store
+    # by default, so a test that points raw_dir at a temporary directory gets a fresh cache too
+    cache_dir: Path = Field(default_factory=lambda data: Path(data["raw_dir"]).parent / "cache")
+    obey_robots: bool = True
+    robots_ttl: float = Field(86400.0, description="seconds a fetched robots.txt is trusted (Google: 24 h)")
+    robots_error_ttl: float = Field(300.0, description="seconds an unavailable robots.txt keeps its host closed")
+    crawl_delay_cap: float = Field(60.0, description="longest robots Crawl-delay honoured (Heritrix caps at 300)")
 
     # extraction
     extract_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
@@ -45,6 +52,8 @@ class Settings(BaseSettings):
     min_words: int = 50  # fewer words of body text: not an article
 
     batch_size: int = 200
+    # how long a writer or a query waits for another process to release the DuckDB file
+    lock_wait: float = 30.0
 
     @field_validator("allow_private_hosts", mode="before")
     @classmethod

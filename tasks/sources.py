@@ -127,14 +127,16 @@ def _spec_from_entry(entry: Any, where: str) -> SourceSpec:
 
 def source_specs(feeds: Iterable[str] | None = (), sitemaps: Iterable[str] | None = (),
                  urls: Iterable[str] | None = (), urls_file: str | None = None,
-                 warcs: Iterable[str] | None = (), settings: Settings | None = None) -> list[SourceSpec]:
-    """Specs for the flow's source parameters; with none given, those of `settings.sources_file`."""
+                 warcs: Iterable[str] | None = (), settings: Settings | None = None,
+                 use_defaults: bool = True) -> list[SourceSpec]:
+    """Specs for the flow's source parameters; with none given (and `use_defaults`), those of
+    `settings.sources_file`."""
     specs = [SourceSpec(SourceKind.FEED, f) for f in feeds or ()]
     specs += [SourceSpec(SourceKind.SITEMAP, s) for s in sitemaps or ()]
     specs += [SourceSpec(SourceKind.URLS, u, "urls") for u in urls or ()]
     specs += [SourceSpec(SourceKind.URLS, urls_file)] if urls_file else []
     specs += [SourceSpec(SourceKind.WARC, w) for w in warcs or ()]
-    if not specs and settings is not None:
+    if not specs and settings is not None and use_defaults:
         return load_sources_file(settings.sources_file)
     return specs
 
@@ -669,18 +671,19 @@ def _download_name(url: str) -> str:
 
 # --- the discovery stage of a run ---------------------------------------------------------------
 
-def discover_sources(specs: list[SourceSpec], settings: Settings,
-                     db: Path | str) -> tuple[list[Article], list[dict[str, Any]]]:
+def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str,
+                     retry_failed: bool = False) -> tuple[list[Article], list[dict[str, Any]]]:
     """Every candidate of every source, one record per URL, plus each source's new state.
 
     Feeds are polled with a conditional GET (ETag / Last-Modified) and a hash of the body, since
     many feeds send validators that never change: an unchanged feed costs one request and no work.
     A source that fails is recorded in its state and does not stop the others. The states are
     saved by the flow only after the run's batches are loaded, so a crash before then makes the
-    rerun read the feed again instead of skipping it as unchanged.
+    rerun read the feed again instead of skipping it as unchanged. With `retry_failed`, the URLs
+    whose last state was a transient failure are re-driven too.
     """
     from tasks.dedupe import unique_candidates
-    from tasks.load import source_states
+    from tasks.load import retry_candidates, source_states
 
     previous = source_states(db)
     records: list[Article] = []
@@ -702,6 +705,8 @@ def discover_sources(specs: list[SourceSpec], settings: Settings,
             state["last_error"] = "; ".join(f"{p.source}: {p.message}" for p in problems[:5])
         records.extend(found)
         states.append(state)
+    if retry_failed:
+        records.extend(retry_candidates(db, settings))
     return unique_candidates(records), states
 
 

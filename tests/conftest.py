@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,68 @@ def newsflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def sample_pages() -> list[dict]:
+    """The bundled sample's manifest entries."""
+    import json
+
+    return json.loads((SAMPLE / "manifest.json").read_text())["pages"]
+
+
+def loopback_path(url: str) -> str:
+    """Where a sample page is served on the loopback site: /<host><path>."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"/{parts.netloc}{parts.path}"
+
+
+def rss(items: list[tuple[str, str]]) -> bytes:
+    """A minimal RSS 2.0 feed of (url, title) items."""
+    from xml.sax.saxutils import escape
+
+    entries = "".join(f"<item><title>{escape(t)}</title><link>{escape(u)}</link><guid>{escape(u)}</guid></item>"
+                      for u, t in items)
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+            f"<link>http://127.0.0.1/</link><description>d</description>{entries}</channel></rss>").encode()
+
+
+@pytest.fixture
+def sample_site() -> Iterator:
+    """The sample's pages on a loopback server, with a feed of its articles at /feed.xml."""
+    from tests.servers import serve
+
+    routes: dict = {}
+    for page in sample_pages():
+        body = (SAMPLE / page["file"]).read_bytes()
+        content_type = "text/html" if page["charset"] != "utf-8" else "text/html; charset=utf-8"
+        routes[loopback_path(page["url"])] = (200, {"Content-Type": content_type}, body)
+    with serve(routes) as site:
+        articles = [p for p in sample_pages() if p["kind"] == "article"]
+        routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"},
+                               rss([(site.url(loopback_path(p["url"])), p["title"]) for p in articles]))
+        yield site
+
+
+SAMPLE_ARTICLES = 35  # data/sample: 38 pages in the WARC, 3 of them not articles
+
+
+@functools.cache
+def ingest_sample(root: Path) -> Path:
+    """The sample ingested by the real flow into `root/news.duckdb` (cached: once per session)."""
+    from flows.ingest import ingest
+
+    db = root / "news.duckdb"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEWSFLOW_RAW_DIR", str(root / "raw"))
+        mp.setenv("NEWSFLOW_EXTRACT_WORKERS", "2")
+        mp.chdir(REPO)  # data/sources.toml points at data/sample/sample.warc.gz, relative
+        ingest(db=str(db), sources_file=str(REPO / "data" / "sources.toml"))
+    return db
+
+
+@pytest.fixture(scope="session")
+def sample_db(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled sample, loaded once per test session (shared with tests/test_cli.py)."""
+    return ingest_sample(tmp_path_factory.getbasetemp() / "sample")

@@ -7,9 +7,11 @@
 
 A route maps a path (query string ignored) to a static response `(status, headers, body)` or to a
 handler `request -> (status, headers, body)`. A body is bytes, or an iterable of bytes sent with
-chunked transfer encoding as it is produced (slow trickles, endless bombs); a client that hangs up
-just ends the generator. Unknown paths answer 404. Servers bind 127.0.0.1 (or 127.0.0.2, for a
-"forbidden" address that still stays on this machine) on a free port.
+chunked transfer encoding as it is produced (slow trickles, endless bombs), or raw when the reply
+declares its own Content-Length (a 100 MB page); a bytes body shorter than a declared
+Content-Length is a truncated response. A client that hangs up just ends the generator. Unknown
+paths answer 404. Servers bind 127.0.0.1 (or 127.0.0.2, for a
+"forbidden" address that still stays on this machine; 127.0.0.3/4 for slow hosts) on a free port.
 """
 
 from __future__ import annotations
@@ -83,10 +85,20 @@ def _handler_class(routes: Mapping[str, Route], server: Server) -> type[BaseHTTP
             pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
             for name, value in pairs:
                 self.send_header(name, value)
+            declared = next((int(v) for k, v in pairs if k.lower() == "content-length"), None)
             if isinstance(body, bytes):
-                self.send_header("Content-Length", str(len(body)))
+                if declared is None:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if declared is not None and declared > len(body):
+                    self.close_connection = True  # a truncated body: promise more, then hang up
+                return
+            if declared is not None:  # an iterable under a declared length: sent raw, not chunked
+                self.end_headers()
+                for chunk in body:
+                    self.wfile.write(chunk)
+                self.close_connection = True
                 return
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()

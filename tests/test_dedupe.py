@@ -11,9 +11,9 @@ def candidate(url: str) -> Article:
     return Article(url=url, source="feed", source_kind=SourceKind.FEED)
 
 
-def normalised(url: str, text_hash: str, article_id: str) -> Article:
+def normalised(url: str, text_hash: str, article_id: str, domain: str = "news.example") -> Article:
     return candidate(url).replace(final_url=url, canonical_url=canonical_url(url), article_id=article_id,
-                                  content_hash=text_hash, extracted=Extracted(text="x"))
+                                  domain=domain, content_hash=text_hash, extracted=Extracted(text="x"))
 
 
 def test_unique_candidates_drops_exact_repeats_and_marks_tracking_variants():
@@ -40,10 +40,10 @@ def test_skip_known_urls_uses_canonical_forms():
 
 
 def test_mark_duplicates_by_url_content_and_within_batch():
-    known = KnownKeys(urls={canonical_url("https://a.example/1"): "A1"}, content={"h-old": "OLD"})
+    known = KnownKeys(urls={canonical_url("https://a.example/1"): "A1"}, content={("h-old", "news.example"): "OLD"})
     records = mark_duplicates([
         normalised("https://a.example/1", "h1", "A1"),      # URL known
-        normalised("https://b.example/2", "h-old", "B2"),   # same text as a loaded article
+        normalised("https://b.example/2", "h-old", "B2"),   # same text as a loaded article of the same site
         normalised("https://c.example/3", "h3", "C3"),      # new
         normalised("https://d.example/4", "h3", "D4"),      # same text as C3, earlier in this batch
     ], known)
@@ -53,6 +53,15 @@ def test_mark_duplicates_by_url_content_and_within_batch():
         (None, None, "C3"),
         (State.DUPLICATE, "in-run", "C3"),
     ]
+
+
+def test_same_text_on_another_site_is_a_syndicated_copy_not_a_duplicate():
+    known = KnownKeys(content={("wire", "first.example"): "FIRST"})
+    records = mark_duplicates([
+        normalised("https://second.example/s", "wire", "S2", domain="second.example"),
+        normalised("https://third.example/s", "wire", "S3", domain="third.example"),
+    ], known)
+    assert [r.state for r in records] == [None, None]
 
 
 def test_done_records_pass_through_untouched():

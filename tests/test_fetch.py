@@ -40,9 +40,14 @@ PAGE = "<!doctype html><html><head><meta charset=utf-8><title>T</title></head><b
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Loopback allowed, no politeness delay, tiny backoff, raw store in tmp."""
+    """Loopback allowed, no politeness delay, tiny backoff, raw store and cache in tmp.
+
+    robots.txt is off here so that request counts are those of the mechanics under test;
+    tests/test_robots.py covers it.
+    """
     return Settings(allow_private_hosts=("127.0.0.1",), host_delay=0, retry_backoff=0.01,
-                    raw_dir=tmp_path / "raw", deadline=10, read_timeout=5, connect_timeout=2)
+                    raw_dir=tmp_path / "raw", deadline=10, read_timeout=5, connect_timeout=2,
+                    obey_robots=False)
 
 
 def article(url: str) -> Article:
@@ -443,3 +448,29 @@ def test_fetch_error_reasons_are_short() -> None:
     assert FetchError("timeout").reason == "timeout"
     assert HTTPStatusError(401).state is State.BLOCKED and HTTPStatusError(503).transient
     assert not HTTPStatusError(404).transient and HTTPStatusError(404).state is State.FAILED
+
+
+# --- re-driving transient failures (tasks/load.py retry_candidates) --------------------------------
+
+def test_retry_candidates_are_urls_whose_last_state_was_transient(tmp_path: Path) -> None:
+    from tasks.fetch import TRANSIENT_REASONS
+    from tasks.load import load_batch, retry_candidates, start_run
+
+    db = tmp_path / "news.duckdb"
+    settings = Settings(db=db, raw_dir=tmp_path / "raw")
+    assert retry_candidates(None, settings) == []  # no database yet
+
+    def run(run_id: str, outcomes: dict[str, tuple[State, str]]) -> None:
+        start_run(db, run_id, "ingest", {})
+        load_batch(db, run_id, [article(f"http://a.example/{u}").finish(*o) for u, o in outcomes.items()])
+        time.sleep(0.01)  # recorded_at orders the runs
+
+    run("r1", {"timeout": (State.FAILED, "timeout"), "fixed": (State.FAILED, "http-503"),
+               "gone": (State.FAILED, "http-404"), "robots": (State.FAILED, "robots-unavailable")})
+    run("r2", {"fixed": (State.SKIPPED, "content-type:application/pdf"), "later": (State.FAILED, "deadline"),
+               "blocked": (State.BLOCKED, "http-403")})
+    found = retry_candidates(db, settings)
+    assert [r.url.rsplit("/", 1)[1] for r in found] == ["later", "robots", "timeout"]
+    assert all(r.source == "test" and r.state is None for r in found)
+    assert {"timeout", "connect-error", "deadline", "http-429", "http-503", "robots-unavailable",
+            "retry-after-too-long"} <= TRANSIENT_REASONS and "http-404" not in TRANSIENT_REASONS

@@ -15,7 +15,8 @@ from tasks.records import Article, Extracted, Hints, RawRef, SourceKind, State
 FETCHED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def article(url: str, text: str = "Some story text.", source: str = "feed-a") -> Article:
+def article(url: str, text: str = "Some story text.", source: str = "feed-a",
+            domain: str = "news.example") -> Article:
     canonical = canonical_url(url)
     return Article(
         url=url, source=source, source_kind=SourceKind.FEED,
@@ -24,7 +25,7 @@ def article(url: str, text: str = "Some story text.", source: str = "feed-a") ->
         content_type="text/html", raw=RawRef("data/raw/x.warc.gz", 0, 100),
         extracted=Extracted(text=text, title="Title", authors=("Jane Roe",), site_name="Gazette",
                             categories=("World",), tags=("t1",), extractor_version="test-1"),
-        canonical_url=canonical, article_id=article_id(canonical), domain="news.example",
+        canonical_url=canonical, article_id=article_id(canonical), domain=domain,
         title="Title", authors=("Jane Roe",), published_at=datetime(2026, 10, 31, 9, 30, tzinfo=UTC),
         language="en", word_count=3, content_hash="hash-" + text,
     )
@@ -74,6 +75,36 @@ def test_same_text_under_another_url_is_a_duplicate(fresh_db: Path):
     final = load.load_batch(fresh_db, "run-2", [article("https://b.example/copy", text="Wire text.")])
     assert (final[0].state, final[0].reason) == (State.DUPLICATE, "same-content")
     assert len(table_rows(fresh_db, "articles")) == 1
+
+
+WIRE = ("NORTH HAVEN (Continental Press) - Nine governments signed an agreement on Tuesday to link their "
+        "offshore wind farms through a shared grid of undersea cables, a project officials said would cost "
+        "about 40 billion euros and take until the middle of the next decade to complete. The deal commits "
+        "each country to build its share of converter stations and to open its market to power traded "
+        "through the hub, which engineers say will smooth out the swings in output that come with the weather.")
+
+
+def test_syndicated_copies_on_other_sites_share_a_cluster(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    first = article("https://first.example/wire", text=WIRE, domain="first.example")
+    first = first.replace(published_at=datetime(2026, 10, 30, 6, tzinfo=UTC))  # before the copies
+    load.load_batch(fresh_db, "run-1", [first])
+    exact = article("https://second.example/copy", text=WIRE, domain="second.example")
+    edited = article("https://third.example/copy", domain="third.example",
+                     text=WIRE.replace("on Tuesday", "this week").replace("about 40", "roughly 40")
+                     + " Opponents said the cost would fall on consumers.")
+    unrelated = article("https://third.example/other", domain="third.example",
+                        text="The town council voted on Monday to close the old swimming baths on Mill Lane after "
+                             "engineers found cracks in the roof beams, ending eighty years of public bathing in "
+                             "the building, and said a new leisure centre would open on the edge of town next spring.")
+    final = load.load_batch(fresh_db, "run-2", [exact, edited, unrelated])
+    assert [r.state for r in final] == [State.LOADED] * 3
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        clusters = dict(con.execute("SELECT url, cluster_id FROM articles").fetchall())
+        view = con.execute("SELECT size, outlets, first_outlet FROM clusters WHERE size > 1").fetchall()
+    assert clusters["https://second.example/copy"] == clusters["https://third.example/copy"] == first.article_id
+    assert clusters["https://third.example/other"] != first.article_id
+    assert view == [(3, 3, "first.example")]
 
 
 def test_run_counts_and_summary_come_from_fetches(fresh_db: Path):

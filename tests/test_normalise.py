@@ -200,3 +200,10 @@ def test_title_falls_back_to_the_feed_hint() -> None:
     (out,) = normalise_batch([article(title=None)])
     assert out.title == "Feed title"
     assert out.canonical_url == "https://news.example.com/world/story?id=7"
+
+
+def test_authors_drop_placeholder_accounts_and_the_site_name() -> None:
+    from tasks.normalise import clean_authors
+
+    assert clean_authors(["Admin"]) == ()
+    assert clean_authors(["By Jane Roe, Senior Correspondent", "Riverside Gazette"], "Riverside Gazette") == ("Jane Roe",)

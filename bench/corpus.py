@@ -1,0 +1,385 @@
+"""A benchmark corpus: N realistic news pages, as a WARC file and behind a 20-host loopback site.
+
+    uv run python bench/corpus.py build --n 5000 [--out bench/out/n5000] [--seed 1]
+    uv run python bench/corpus.py serve --dir bench/out/n5000 [--port 8471]
+
+Pages are rendered through the bundled sample's outlet templates (`data/sample/make_sample.py`:
+cookie banners, nav, share bars, ads, newsletter boxes, related stories, comments, footers), with
+bodies recombined sentence by sentence from the sample's texts, so no two pages are
+near-duplicates except the ~2% planted on purpose (a wire story carried by another outlet, its
+last paragraph trimmed, a local intro on top). Lengths vary (a few too-short pages), as do
+comments, images, JSON-LD/meta presence, inline CSS/JS weight and footer link lists; ~3% are
+section fronts or static pages (not articles). Everything is derived from (seed, page number),
+so a rebuild is byte-identical and a page can be regenerated alone.
+
+`build` writes, under the output directory (never commit it: `bench/out/` is for generated files):
+
+    pages.warc.gz   a warcinfo record, then one gzip-member `response` record per page
+    index.tsv       url, host, ip, path, warc offset, warc length, kind (one line per page)
+    corpus.json     n, seed, the host -> (outlet, ip) map and counts
+
+`serve` answers for the 20 hosts on 127.0.1.1 .. 127.0.1.20 (never 127.0.0.2: that is the tests'
+forbidden address), one threaded HTTP/1.1 server per address, each page read from the WARC by
+offset; `/robots.txt` allows everything. The fetcher connects by resolved IP, so the page URLs of
+the site are `http://127.0.1.K:PORT/path` (`site_urls`) and the hosts must be allow-listed
+(`NEWSFLOW_ALLOW_PRIVATE_HOSTS`, `allow_list`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import quote, unquote
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+WARC = "pages.warc.gz"
+INDEX = "index.tsv"
+META = "corpus.json"
+DEFAULT_PORT = 8471
+# Host k (1..20) is 127.0.1.k and belongs to one outlet; the Russian outlet gets one host only,
+# since its sample has a single story to recombine from.
+HOST_OUTLETS = (["harbourgazette"] * 5 + ["northfieldledger"] * 5 + ["kestrelnews"] * 5
+                + ["brackenfieldstar"] * 4 + ["severnyvestnik"])
+CRAWL_START = datetime(2026, 11, 20, 6, 0, 0, tzinfo=UTC)
+WIRE_SHARE = 0.02  # planted near-duplicates
+NOT_ARTICLE_SHARE = 0.03  # section fronts and static pages (outlets whose templates have them)
+_SENTENCE = re.compile(r"(?<=[.!?\"”»])\s+(?=[A-ZА-Я\"“«])")
+
+
+@cache
+def sample() -> ModuleType:
+    """`data/sample/make_sample.py` (a script, not a package), imported once."""
+    spec = importlib.util.spec_from_file_location("make_sample", REPO / "data" / "sample" / "make_sample.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["make_sample"] = module  # its dataclasses look themselves up here
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    number: int  # 1..20
+    outlet: str
+
+    @property
+    def ip(self) -> str:
+        return f"127.0.1.{self.number}"
+
+    @property
+    def name(self) -> str:
+        return f"www.{self.outlet}-{self.number:02d}.example"
+
+
+HOSTS = tuple(Host(k, outlet) for k, outlet in enumerate(HOST_OUTLETS, 1))
+
+
+def allow_list() -> str:
+    """The value of NEWSFLOW_ALLOW_PRIVATE_HOSTS that lets the fetcher reach the 20 hosts."""
+    return ",".join(h.ip for h in HOSTS)
+
+
+# --------------------------------------------------------------------------- pools from the sample
+
+@dataclass(frozen=True, slots=True)
+class Pools:
+    """What pages are recombined from, per language / outlet."""
+
+    sentences: dict[str, tuple[str, ...]]  # language -> sentences
+    sections: dict[str, tuple[str, ...]]  # outlet -> sections
+    authors: dict[str, tuple[str, ...]]  # outlet -> author names
+    keywords: tuple[str, ...]
+    comments: dict[str, tuple[tuple[str, str, str], ...]]  # language -> comments
+    images: dict[str, tuple[tuple[str, str], ...]]  # outlet -> (image, caption)
+
+
+@cache
+def pools() -> Pools:
+    pages = sample().load_pages()
+    sentences: dict[str, list[str]] = {}
+    by_outlet: dict[str, list] = {}
+    for page in pages:
+        by_outlet.setdefault(page.outlet, []).append(page)
+        for paragraph in page.paragraphs if page.is_article else ():
+            sentences.setdefault(page.language, []).extend(s for s in _SENTENCE.split(paragraph) if len(s) > 20)
+    comments: dict[str, list] = {}
+    for page in pages:
+        comments.setdefault(page.language, []).extend(page.comments)
+    return Pools(
+        sentences={lang: tuple(dict.fromkeys(s)) for lang, s in sentences.items()},
+        sections={o: tuple(sorted({p.section for p in ps if p.section})) for o, ps in by_outlet.items()},
+        authors={o: tuple(sorted({a for p in ps for a in p.authors})) or ("Staff",) for o, ps in by_outlet.items()},
+        keywords=tuple(sorted({k for p in pages for k in p.keywords})),
+        comments={lang: tuple(c) for lang, c in comments.items()},
+        images={o: tuple((p.image, p.caption) for p in ps if p.image) for o, ps in by_outlet.items()},
+    )
+
+
+# --------------------------------------------------------------------------- one page
+
+def _rng(seed: int, i: int, part: str) -> random.Random:
+    return random.Random(f"{seed}:{i}:{part}")
+
+
+def host_of(i: int) -> Host:
+    return HOSTS[i % len(HOSTS)]
+
+
+def _body(seed: int, i: int, language: str) -> list[str]:
+    """Page i's own paragraphs: 1-40 of them, 1-4 sentences each, drawn from the language's pool."""
+    rng = _rng(seed, i, "body")
+    pool = pools().sentences[language]
+    # log-normal around 7 paragraphs: mostly 3-15, a few one-liners (too short) and long reads
+    count = max(1, min(40, round(rng.lognormvariate(math.log(7), 0.6))))
+    return [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 4))) for _ in range(count)]
+
+
+def _wire_source(seed: int, i: int) -> int | None:
+    """The earlier page whose body page i carries as a wire copy, if it is a planted near-duplicate."""
+    rng = _rng(seed, i, "wire")
+    if i < 60 or rng.random() >= WIRE_SHARE:
+        return None
+    j = i - rng.randint(1, 50)
+    if host_of(j).outlet == host_of(i).outlet or "severnyvestnik" in (host_of(j).outlet, host_of(i).outlet):
+        return None
+    return j
+
+
+def _title(paragraphs: list[str], rng: random.Random) -> str:
+    words = paragraphs[0].split()[: rng.randint(7, 14)]
+    return " ".join(words).rstrip(",.;:\"“”«»").strip() or "Untitled"
+
+
+def make_page(seed: int, i: int):  # -> make_sample.Page
+    """Page number i of the corpus (deterministic in seed and i)."""
+    m, p = sample(), pools()
+    host = host_of(i)
+    rng = _rng(seed, i, "page")
+    language = "ru" if host.outlet == "severnyvestnik" else "en"
+    paragraphs = _body(seed, i, language)
+    wire = _wire_source(seed, i)
+    variant = ""
+    if wire is not None:
+        carried = _body(seed, wire, "en")
+        paragraphs = ([paragraphs[0]] if rng.random() < 0.5 else []) + (carried[:-1] if len(carried) > 3 else carried)
+        variant = "carried"
+    kind = "article"
+    if host.outlet in ("harbourgazette", "kestrelnews", "northfieldledger") and rng.random() < NOT_ARTICLE_SHARE:
+        kind = "contact" if host.outlet == "northfieldledger" else "section"
+    section = rng.choice(p.sections[host.outlet])
+    published = CRAWL_START - timedelta(minutes=rng.randint(10, 60 * 24 * 60))
+    if host.outlet == "northfieldledger":  # the template prints US Central time
+        published = published.astimezone(datetime.fromisoformat("2026-01-01T00:00:00-06:00").tzinfo)
+    title = _title(paragraphs, rng)
+    authors = tuple(rng.sample(p.authors[host.outlet], k=min(len(p.authors[host.outlet]), rng.choice((1, 1, 1, 2)))))
+    image, caption = rng.choice(p.images[host.outlet]) if p.images.get(host.outlet) and rng.random() < 0.7 else ("", "")
+    comments = tuple(rng.sample(p.comments[language], k=min(len(p.comments[language]), rng.choice((0, 0, 0, 1, 3, 8)))))
+    slug = m.slug(title)[:60].rstrip("-")
+    path = quote(f"/{published:%Y/%m/%d}/{slug}-{i}.html" if kind == "article"
+                 else f"/{m.slug(section) or 'section'}-{i}.html")  # Cyrillic slugs percent-encoded
+    return m.Page(
+        url=f"https://{host.name}{path}", outlet=host.outlet, kind=kind, title=title, section=section,
+        published=published, paragraphs=tuple(paragraphs), authors=authors,
+        byline="By " + " and ".join(authors) if authors else "",
+        keywords=tuple(rng.sample(p.keywords, k=rng.randint(0, 5))),
+        description=m._first_sentence(paragraphs[0]), image=image, caption=caption, comments=comments,
+        jsonld=rng.random() < 0.85, meta=rng.random() < 0.9, wire_id=f"wire-{wire}" if wire is not None else "",
+        wire_variant=variant, language=language, charset="windows-1251" if language == "ru" else "utf-8",
+    )
+
+
+def _furniture(rng: random.Random) -> tuple[str, str]:
+    """Inline CSS/JS for <head> (real pages carry 10-200 KB of it) and a footer link directory."""
+    rules = "\n".join(f".c{rng.randrange(10**6)} .x{k}{{margin:{k % 7}px;color:#{rng.randrange(16**6):06x}}}"
+                      for k in range(rng.randint(20, 700)))
+    config = json.dumps({"ads": [{"slot": f"s{k}", "sizes": [[300, 250], [728, 90]], "targeting": {"k": rng.randrange(10**9)}}
+                                 for k in range(rng.randint(5, 150))]})
+    head = f"<style>\n{rules}\n</style>\n<script>window.__CONFIG__={config};</script>\n"
+    links = "\n".join(f'<li><a href="/topic/t{rng.randrange(10**5)}">Topic {rng.randrange(10**5)}</a></li>'
+                      for _ in range(rng.randint(10, 150)))
+    return head, f'<nav class="site-directory"><ul>\n{links}\n</ul></nav>\n'
+
+
+def render_page(seed: int, i: int, page, context: list) -> bytes:
+    """The page as served: its outlet's template, plus varied furniture, in its charset."""
+    html = sample().OUTLETS[page.outlet].render(page, context)
+    head, foot = _furniture(_rng(seed, i, "furniture"))
+    html = html.replace("</head>", head + "</head>", 1).replace("</body>", foot + "</body>", 1)
+    return html.encode(page.charset, errors="xmlcharrefreplace")
+
+
+def iter_pages(n: int, seed: int = 1) -> Iterator:
+    """Pages 0..n-1 (no rendering: for benchmarks that need only the texts)."""
+    for i in range(n):
+        yield make_page(seed, i)
+
+
+def iter_rendered(n: int, seed: int = 1) -> Iterator[tuple[int, object, bytes]]:
+    """(i, page, body) for pages 0..n-1; related-story lists come from each outlet's recent pages."""
+    recent: dict[str, deque] = {}
+    for i, page in enumerate(iter_pages(n, seed)):
+        window = recent.setdefault(page.outlet, deque(maxlen=8))
+        yield i, page, render_page(seed, i, page, [*window, page])
+        if page.is_article:
+            window.append(page)
+
+
+# --------------------------------------------------------------------------- the WARC
+
+def _record_id(key: str) -> str:
+    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
+
+
+def build(out: Path, n: int, seed: int = 1) -> dict:
+    """Write pages.warc.gz, index.tsv and corpus.json under `out`; returns the corpus.json data."""
+    out.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter()
+    with (out / WARC).open("wb") as stream, (out / INDEX).open("w", encoding="utf-8") as index:
+        writer = WARCWriter(stream, gzip=True, warc_version="1.0")
+        info = f"software: newsflow bench/corpus.py (warcio)\r\ndescription: {n} pages, seed {seed}\r\n".encode()
+        writer.write_record(writer.create_warc_record(
+            "", "warcinfo", payload=io.BytesIO(info), length=len(info),
+            warc_headers_dict={"WARC-Record-ID": _record_id(f"warcinfo:{n}:{seed}"), "Content-Type": "application/warc-fields",
+                               "WARC-Date": CRAWL_START.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+        for i, page, body in iter_rendered(n, seed):
+            fetched = CRAWL_START + timedelta(seconds=i)
+            ctype = "text/html; charset=utf-8" if page.charset == "utf-8" else "text/html"
+            headers = StatusAndHeaders("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                                                  ("Date", format_datetime(fetched, usegmt=True))], protocol="HTTP/1.1")
+            offset = stream.tell()
+            writer.write_record(writer.create_warc_record(
+                page.url, "response", payload=io.BytesIO(body), http_headers=headers,
+                warc_headers_dict={"WARC-Record-ID": _record_id(page.url),
+                                   "WARC-Date": fetched.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+            host = host_of(i)
+            index.write(f"{page.url}\t{host.name}\t{host.ip}\t{page.path}\t{offset}\t{stream.tell() - offset}\t{page.kind}\n")
+            counts[page.kind] += 1
+            counts["wire_copies"] += bool(page.wire_id)
+            counts["bytes"] += len(body)
+    meta = {"n": n, "seed": seed, "hosts": {h.name: {"outlet": h.outlet, "ip": h.ip} for h in HOSTS},
+            "counts": dict(counts), "warc_bytes": (out / WARC).stat().st_size}
+    (out / META).write_text(json.dumps(meta, indent=1) + "\n", "utf-8")
+    return meta
+
+
+def ensure(n: int, seed: int = 1, out: Path | None = None) -> Path:
+    """The corpus directory for (n, seed), built if it is not there yet."""
+    directory = out or OUT / f"n{n}-s{seed}"
+    meta = directory / META
+    if not (meta.exists() and json.loads(meta.read_text())["n"] == n):
+        build(directory, n, seed)
+    return directory
+
+
+def read_index(directory: Path) -> list[dict]:
+    rows = []
+    with (directory / INDEX).open(encoding="utf-8") as index:
+        for line in index:
+            url, host, ip, path, offset, length, kind = line.rstrip("\n").split("\t")
+            rows.append({"url": url, "host": host, "ip": ip, "path": path, "offset": int(offset),
+                         "length": int(length), "kind": kind})
+    return rows
+
+
+def site_urls(directory: Path, port: int = DEFAULT_PORT) -> list[str]:
+    """The page URLs as the loopback site serves them."""
+    return [f"http://{r['ip']}:{port}{r['path']}" for r in read_index(directory)]
+
+
+# --------------------------------------------------------------------------- the loopback site
+
+ROBOTS = b"User-agent: *\nAllow: /\n"
+
+
+def _handler(warc_fd: int, pages: dict[str, tuple[int, int]]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real site
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = unquote(self.path.split("?", 1)[0])
+            if path == "/robots.txt":
+                return self._send(200, "text/plain", ROBOTS)
+            where = pages.get(path)
+            if where is None:
+                return self._send(404, "text/plain", b"not found")
+            member = os.pread(warc_fd, where[1], where[0])  # one gzip member = one record
+            record = next(iter(ArchiveIterator(io.BytesIO(member))))
+            body = record.content_stream().read()
+            self._send(200, record.http_headers.get_header("Content-Type") or "text/html", body)
+
+        def _send(self, status: int, ctype: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # quiet: thousands of requests
+            pass
+
+    return Handler
+
+
+def serve(directory: Path, port: int = DEFAULT_PORT) -> list[ThreadingHTTPServer]:
+    """Start one server per host address (in daemon threads); returns them."""
+    fd = os.open(directory / WARC, os.O_RDONLY)
+    by_ip: dict[str, dict[str, tuple[int, int]]] = {}
+    for row in read_index(directory):
+        by_ip.setdefault(row["ip"], {})[unquote(row["path"])] = (row["offset"], row["length"])
+    servers = []
+    for host in HOSTS:
+        server = ThreadingHTTPServer((host.ip, port), _handler(fd, by_ip.get(host.ip, {})))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+    return servers
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="write the WARC, index and metadata")
+    b.add_argument("--n", type=int, default=5000)
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--out", type=Path)
+    s = sub.add_parser("serve", help="serve a built corpus on 127.0.1.1..20 until interrupted")
+    s.add_argument("--dir", type=Path, required=True)
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        out = args.out or OUT / f"n{args.n}-s{args.seed}"
+        meta = build(out, args.n, args.seed)
+        print(f"wrote {args.n} pages ({meta['counts']}) to {out}")
+        return
+    serve(args.dir, args.port)
+    print(f"serving {args.dir} on 127.0.1.1-{len(HOSTS)}:{args.port}", flush=True)
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    signal.sigwait(stop)
+
+
+if __name__ == "__main__":
+    main()

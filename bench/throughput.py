@@ -1,0 +1,546 @@
+"""Throughput at the limit, and memory: one run over the same pages and cores (issue 7).
+
+    uv run python bench/throughput.py --n 5000                 # all stages, results in bench/out/
+    uv run python bench/throughput.py --n 50000 --stages a,b   # the scaling run
+    uv run python bench/throughput.py --n 5000 --stages a,b --repeat 3
+
+Stages (each in its own subprocess, its process tree sampled from /proc every 0.2 s):
+
+    a   the limit: bare trafilatura (newsflow's profile, tasks/extract.py) over all cores, a
+        fork pool over HTML already in memory; a2: newsflow's own per-page extractor
+        (decode_html + extract_page, the cascade included) the same way
+    b   `newsflow backfill --warc` end to end into a fresh database; b0: the same stage
+        functions without Prefect (the difference is Prefect's share)
+    c   `newsflow ingest --urls-file` from the 20-host loopback site (bench/corpus.py serve),
+        NEWSFLOW_HOST_DELAY=0
+    d   tasks.load.load_batch alone on pre-built records (batches of 200 and one bulk batch,
+        with and without near-duplicate clustering)
+    p   cProfile of the parent process during b (flow run in-process) -> profile-b.txt
+
+For b and c the time inside the flow (`runs.started_at` .. `runs.finished_at`) is the steady
+state; what comes before is start-up (imports, Prefect's ephemeral server), reported apart. The
+number of Prefect task runs comes from the ephemeral server's SQLite (PREFECT_HOME under the
+output directory). Memory: peak over samples of the tree's summed PSS (shared pages counted
+once) and RSS, and the largest single process. Results: bench/out/throughput-n{N}.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus  # noqa: E402
+
+REPO = corpus.REPO
+# `newsflow ...` as the console script runs it; flows/cli_backfill.py registers `backfill` on the app
+# (imported here in case flows/cli.py does not import it yet).
+NEWSFLOW = [sys.executable, "-c", "import contextlib, sys\nwith contextlib.suppress(ImportError): import flows.cli_backfill\n"
+            "from flows.cli import main\nsys.argv[0] = 'newsflow'\nmain()"]
+HERE = [sys.executable, str(Path(__file__).resolve())]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- process-tree sampling
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids, for every process visible in /proc."""
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def _descendants(root: int) -> list[int]:
+    tree, out, stack = _children(), [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(tree.get(pid, ()))
+    return out
+
+
+def _sample(pid: int) -> tuple[int, int, float, str] | None:
+    """(pss, rss) bytes, cpu seconds and a short command of one process; None if it is gone."""
+    # Written by hand: psutil is not a dependency and /proc gives PSS, which it needs root-free.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[-1] == "kB"}
+    cpu = (int(stat[11]) + int(stat[12])) / TICKS
+    return kb.get("Pss", 0) * 1024, kb.get("Rss", 0) * 1024, cpu, cmd[:200]
+
+
+def classify(cmd: str) -> str:
+    if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
+        return "prefect-server"
+    if "multiprocessing" in cmd or "forkserver" in cmd:
+        return "workers"
+    return "other"
+
+
+class TreeSampler:
+    """Samples a process tree until stopped: peak memory and each process's last CPU time."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        self.pid, self.every = pid, every
+        self.peak_pss = self.peak_rss = self.peak_single = 0
+        self.cpu: dict[int, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pss = rss = 0
+            for pid in _descendants(self.pid):
+                got = _sample(pid)
+                if got is None:
+                    continue
+                pss, rss = pss + got[0], rss + got[1]
+                self.peak_single = max(self.peak_single, got[1])
+                self.cpu[pid] = (got[2], got[3])
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self._stop.wait(self.every)
+
+    def report(self) -> dict[str, Any]:
+        cpu: dict[str, float] = {}
+        for pid, (seconds, cmd) in self.cpu.items():
+            kind = "parent" if pid == self.pid else classify(cmd)
+            cpu[kind] = round(cpu.get(kind, 0.0) + seconds, 2)
+        mb = 1024 * 1024
+        return {"peak_pss_mb": round(self.peak_pss / mb), "peak_rss_mb": round(self.peak_rss / mb),
+                "peak_single_rss_mb": round(self.peak_single / mb), "cpu_s": cpu}
+
+
+def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Run `cmd`, sampling its tree; wall time, launch/exit clock times, exit code, memory, CPU."""
+    launched = datetime.now(UTC)
+    start = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        with TreeSampler(proc.pid) as sampler:
+            rc = proc.wait()
+    result = {"rc": rc, "wall_s": round(time.monotonic() - start, 2), "launched": launched,
+              "exited": datetime.now(UTC), **sampler.report(), "log": str(log)}
+    if rc != 0:
+        print(f"  ! {' '.join(cmd[:4])} exited {rc}; see {log}", file=sys.stderr)
+    return result
+
+
+def base_env(work: Path, prefect_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_RAW_DIR=str(work / "raw"), NEWSFLOW_CACHE_DIR=str(work / "cache"),
+               PREFECT_HOME=str(prefect_home), PYTHONUNBUFFERED="1")
+    return env
+
+
+# --------------------------------------------------------------------------- (a) the limit
+
+def _warc_pages(warc: Path) -> list[tuple[str, bytes, str | None]]:
+    from warcio.archiveiterator import ArchiveIterator
+
+    pages = []
+    with warc.open("rb") as stream:
+        for record in ArchiveIterator(stream):
+            if record.rec_type == "response":
+                pages.append((record.rec_headers.get_header("WARC-Target-URI"), record.content_stream().read(),
+                              record.http_headers.get_header("Content-Type")))
+    return pages
+
+
+_PAGES: list[tuple[str, bytes, str | None]] = []
+
+
+def _bare(index: int) -> bool:
+    from trafilatura import bare_extraction
+
+    from tasks.extract import PROFILES, SETTINGS_TAG
+
+    url, body, _ = _PAGES[index]
+    return bare_extraction(body, url=url, with_metadata=True, **PROFILES[SETTINGS_TAG]) is not None
+
+
+def _newsflow(index: int) -> bool:
+    from tasks.extract import decode_html, extract_page
+
+    url, body, ctype = _PAGES[index]
+    return extract_page(decode_html(body, ctype), url) is not None
+
+
+def limit(warc: Path, mode: str, workers: int) -> dict[str, Any]:
+    """Pages/s of one extractor over all pages, in a fork pool (pages inherited, not pickled)."""
+    import multiprocessing
+
+    _PAGES.extend(_warc_pages(warc))
+    fn = _bare if mode == "bare" else _newsflow
+    fn(0)  # imports and lazy set-up before the fork: not timed, shared by the workers
+    started = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        found = sum(pool.imap_unordered(fn, range(len(_PAGES)), chunksize=8))
+    seconds = time.monotonic() - started
+    return {"pages": len(_PAGES), "seconds": round(seconds, 2), "pages_per_s": round(len(_PAGES) / seconds, 1),
+            "with_text": found}
+
+
+# --------------------------------------------------------------------------- (b0) without Prefect
+
+def plain_backfill(warc: Path, db: Path) -> dict[str, Any]:
+    """The backfill flow's stage functions, called directly (no Prefect)."""
+    from tasks.backfill import Request, backfill_batch, plan, run_partitions
+    from tasks.load import finish_run, start_run
+    from tasks.settings import Settings
+
+    request = Request(warcs=(str(warc),)).check()
+    settings = Settings()
+    run_id = f"plain-{uuid.uuid4()}"
+    start_run(db, run_id, "backfill", {"warcs": [str(warc)]})
+    partitions = plan(request, settings, db)
+    results = run_partitions(partitions, settings, db, run_id, (),
+                             lambda records, row: backfill_batch(db, run_id, records, settings, request.window, row))
+    finish_run(db, run_id, sum(r.counts["records"] for r in results))
+    from tasks.extract import shutdown_pool
+
+    shutdown_pool()
+    return {"run_id": run_id}
+
+
+# --------------------------------------------------------------------------- (d) DuckDB load alone
+
+def _records(n: int, seed: int) -> list:
+    """Normalised records with extracted text, as extraction would hand them to load."""
+    from tasks.normalise import normalise_batch
+    from tasks.records import Article, Extracted, RawRef, SourceKind
+
+    now = datetime.now(UTC)
+    records = []
+    for i, page in enumerate(corpus.iter_pages(n, seed)):
+        extracted = Extracted(text="\n".join(page.paragraphs), title=page.title, authors=page.authors,
+                              date=page.published.isoformat(), site_name=page.outlet, description=page.description,
+                              categories=(page.section,), tags=page.keywords, image=page.image or None,
+                              language=page.language, canonical_link=page.url, extractor_version="bench")
+        records.append(Article(url=page.url, source="bench", source_kind=SourceKind.WARC, final_url=page.url,
+                               http_status=200, fetched_at=now, raw=RawRef("bench.warc.gz", i * 1000, 1000),
+                               extracted=extracted))
+    return normalise_batch(records)
+
+
+def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
+    """articles/s of load_batch into fresh databases: batches of 200 and one bulk batch, with and
+    without the near-duplicate clustering step inside it."""
+    import tasks.load as load
+    from tasks.records import batches
+
+    records = _records(n, seed)
+    out: dict[str, Any] = {"records": len(records)}
+    clustering = load._cluster
+    for cluster in (True, False):
+        load._cluster = clustering if cluster else (lambda con, new: 0)
+        for size in (200, len(records)):
+            db = work / f"load-{cluster}-{size}.duckdb"
+            db.unlink(missing_ok=True)
+            load.ensure_schema(db)
+            started = time.monotonic()
+            loaded = sum(sum(r.state == "loaded" for r in load.load_batch(db, "bench", chunk))
+                         for chunk in batches(records, size))
+            seconds = time.monotonic() - started
+            out[f"batch{size if size == 200 else '_all'}_{'cluster' if cluster else 'nocluster'}"] = {
+                "seconds": round(seconds, 2), "articles_per_s": round(len(records) / seconds), "loaded": loaded}
+    load._cluster = clustering
+    return out
+
+
+# --------------------------------------------------------------------------- (p) profile of the parent
+
+def profile_backfill(warc: Path, db: Path, out: Path) -> dict[str, Any]:
+    """The backfill flow in this process under cProfile; own time summed by package."""
+    import cProfile
+    import pstats
+
+    from flows.backfill import backfill
+    from tasks.extract import shutdown_pool
+
+    profiler = cProfile.Profile()
+    started = time.monotonic()
+    profiler.enable()
+    backfill(warcs=[str(warc)], db=str(db))
+    profiler.disable()
+    wall = time.monotonic() - started
+    shutdown_pool()
+    stats = pstats.Stats(profiler)
+    by_package: dict[str, float] = {}
+    for (filename, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        by_package[_package(filename, func)] = by_package.get(_package(filename, func), 0.0) + tottime
+    with out.open("w") as text:
+        stats.stream = text  # type: ignore[attr-defined]
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(40)
+    top = dict(sorted(((k, round(v, 2)) for k, v in by_package.items()), key=lambda kv: -kv[1])[:15])
+    return {"wall_s": round(wall, 2), "own_time_by_package_s": top, "profile": str(out)}
+
+
+def _package(filename: str, func: str) -> str:
+    if filename == "~":
+        return f"builtin:{func.split(' of ')[0][:40]}"
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in filename:
+            rest = filename.split(marker, 1)[1].lstrip("/")
+            return rest.split("/")[0 if marker == "site-packages/" else 1].removesuffix(".py")
+    return Path(filename).parent.name + "/" + Path(filename).name if str(REPO) in filename else filename
+
+
+# --------------------------------------------------------------------------- flow runs and Prefect
+
+def run_times(db: Path) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        run_id, started, finished = con.execute(
+            "SELECT run_id, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        states = dict(con.execute("SELECT state, count(*) FROM fetches WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
+    finally:
+        con.close()
+    return {"run_id": run_id, "started": started, "finished": finished, "states": states,
+            "pages": sum(states.values())}
+
+
+def task_runs(prefect_home: Path, flow_run_id: str) -> dict[str, int] | None:
+    db = prefect_home / "prefect.db"
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT name, count(*) FROM task_run WHERE flow_run_id = ? GROUP BY 1",
+                           [flow_run_id]).fetchall()
+        if not rows:  # stored without dashes on some versions
+            rows = con.execute("SELECT name, count(*) FROM task_run WHERE replace(flow_run_id, '-', '') = ? GROUP BY 1",
+                               [flow_run_id.replace("-", "")]).fetchall()
+    counts: dict[str, int] = {}
+    for name, count in rows:
+        key = name.rsplit("-", 1)[0] if name[-3:].isalnum() and "-" in name else name
+        counts[key] = counts.get(key, 0) + count
+    counts["total"] = sum(count for _, count in rows)
+    return counts
+
+
+def flow_stage(name: str, cmd: list[str], env: dict[str, str], db: Path, out: Path, prefect: bool) -> dict[str, Any]:
+    """Run one end-to-end command and split its wall time into start-up, flow and exit."""
+    m = measure(cmd, env, out / f"{name}.log")
+    if m["rc"] != 0:
+        return m
+    run = run_times(db)
+    flow_s = (run["finished"] - run["started"]).total_seconds()
+    m.update(pages=run["pages"], states=run["states"], flow_s=round(flow_s, 2),
+             startup_s=round((run["started"] - m["launched"]).total_seconds(), 2),
+             exit_s=round((m["exited"] - run["finished"]).total_seconds(), 2),
+             pages_per_s=round(run["pages"] / flow_s, 1), pages_per_s_end_to_end=round(run["pages"] / m["wall_s"], 1))
+    if prefect:
+        m["task_runs"] = task_runs(Path(env["PREFECT_HOME"]), str(run["run_id"]))
+    return m
+
+
+def prefect_startup(env: dict[str, str], out: Path, label: str) -> dict[str, Any]:
+    """Start-up cost of Prefect alone: import, then a no-op flow (starts the ephemeral server)."""
+    m = measure(HERE + ["_noop_flow"], env, out / f"prefect-startup-{label}.log")
+    result = _json_line(out / f"prefect-startup-{label}.log")
+    return {**result, "wall_s": m["wall_s"], "cpu_s": m["cpu_s"]}
+
+
+def noop_flow() -> dict[str, float]:
+    started = time.monotonic()
+    import tasks  # noqa: F401  (newsflow's Prefect defaults: the longer server start-up timeout)
+    from prefect import flow
+
+    imported = time.monotonic()
+
+    @flow(name="noop")
+    def noop() -> int:
+        return 1
+
+    noop()
+    done = time.monotonic()
+    return {"import_s": round(imported - started, 2), "first_flow_run_s": round(done - imported, 2)}
+
+
+# --------------------------------------------------------------------------- the run
+
+def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: int) -> dict[str, Any]:
+    out = corpus.OUT
+    directory = corpus.ensure(n, seed)
+    warc = directory / corpus.WARC
+    prefect_home = out / "prefect-home"
+    results: dict[str, Any] = {"n": n, "seed": seed, "cores": os.cpu_count(), "workers": workers,
+                               "corpus": json.loads((directory / corpus.META).read_text())["counts"],
+                               "loadavg_before": os.getloadavg(), "runs": []}
+    for attempt in range(repeat):
+        work = out / f"work-n{n}-{attempt}"
+        _clean(work)
+        env = base_env(work, prefect_home)
+        env["NEWSFLOW_EXTRACT_WORKERS"] = str(workers)
+        r: dict[str, Any] = {}
+        if attempt == 0 and ("b" in stages or "c" in stages):
+            r["prefect_startup_first"] = prefect_startup(env, work, "first")
+            r["prefect_startup_warm"] = prefect_startup(env, work, "warm")
+        for mode, key in (("bare", "a"), ("newsflow", "a2")):
+            if key in stages:
+                m = measure(HERE + ["_limit", str(warc), mode, str(workers)], env, work / f"{key}.log")
+                r[key] = {**_json_line(work / f"{key}.log"), **_mem(m)}
+                _say(key, r[key])
+        if "b" in stages:
+            db = work / "b.duckdb"
+            r["b"] = flow_stage("b", NEWSFLOW + ["backfill", "--warc", str(warc), "--db", str(db)], env, db, work, True)
+            _say("b", r["b"])
+            _save(results, r, n)
+        if "b0" in stages:
+            db0 = work / "b0.duckdb"
+            r["b0"] = flow_stage("b0", HERE + ["_plain_backfill", str(warc), str(db0)], env, db0, work, False)
+            _say("b0", r["b0"])
+        if "d" in stages and attempt == 0:
+            m = measure(HERE + ["_load", str(min(n, 20000)), str(seed), str(work)], env, work / "d.log")
+            r["d"] = {**_json_line(work / "d.log"), **_mem(m)}
+            _say("d", r["d"])
+            _save(results, r, n)
+        if "c" in stages:
+            r["c"] = ingest_stage(directory, work, env, port)
+            _say("c", r["c"])
+        if "p" in stages and attempt == 0:
+            m = measure(HERE + ["_profile_backfill", str(warc), str(work / "p.duckdb"), str(work / "profile-b.txt")],
+                        env, work / "p.log")
+            r["p"] = _json_line(work / "p.log")
+            _say("p", r["p"])
+        _save(results, r, n)
+        _say("ratios", r["ratios"])
+        results["runs"].append(r)
+    results["loadavg_after"] = os.getloadavg()
+    print(f"results: {_save(results, None, n)}")
+    return results
+
+
+def _save(results: dict[str, Any], current: dict[str, Any] | None, n: int) -> Path:
+    """Write the results so far (a long run that is cut short keeps what it measured)."""
+    if current is not None:
+        current["ratios"] = _ratios(current)
+    path = corpus.OUT / f"throughput-n{n}.json"
+    runs = results["runs"] + ([current] if current is not None else [])
+    path.write_text(json.dumps({**results, "runs": runs, "loadavg_now": os.getloadavg()}, indent=1, default=str) + "\n")
+    return path
+
+
+def ingest_stage(directory: Path, work: Path, env: dict[str, str], port: int) -> dict[str, Any]:
+    """(c): the loopback site up in its own process, `newsflow ingest --urls-file` against it."""
+    urls = work / "urls.txt"
+    urls.write_text("\n".join(corpus.site_urls(directory, port)) + "\n")
+    site_env = {**env}
+    server = subprocess.Popen([sys.executable, str(Path(corpus.__file__)), "serve", "--dir", str(directory),
+                               "--port", str(port)], env=site_env, stdout=subprocess.PIPE, cwd=REPO, text=True)
+    try:
+        server.stdout.readline()  # "serving ..." once every address listens
+        env = {**env, "NEWSFLOW_HOST_DELAY": "0", "NEWSFLOW_ALLOW_PRIVATE_HOSTS": corpus.allow_list()}
+        db = work / "c.duckdb"
+        result = flow_stage("c", NEWSFLOW + ["ingest", "--urls-file", str(urls), "--db", str(db)], env, db, work, True)
+        got = _sample(server.pid)
+        result["site_server_cpu_s"] = round(got[2], 2) if got else None
+    finally:
+        server.terminate()
+        server.wait(10)
+    return result
+
+
+def _ratios(r: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    if "a" in r:
+        a = r["a"]["pages_per_s"]
+        if "a2" in r:
+            out["a2/a"] = round(r["a2"]["pages_per_s"] / a, 3)
+        for key in ("b", "b0", "c"):
+            if key in r and "pages_per_s" in r[key]:
+                out[f"{key}/a"] = round(r[key]["pages_per_s"] / a, 3)
+                out[f"{key}/a end-to-end"] = round(r[key]["pages_per_s_end_to_end"] / a, 3)
+        # Load-independent: CPU seconds per page of the whole tree (start-up included for b, c);
+        # on a shared machine this is the figure to compare, wall-clock pages/s follow the load.
+        a_cpu = sum(r["a"]["cpu_s"].values()) / r["a"]["pages"]
+        for key in ("a2", "b", "b0", "c"):
+            if key in r and r[key].get("pages"):
+                out[f"{key} cpu ms/page"] = round(1000 * sum(r[key]["cpu_s"].values()) / r[key]["pages"], 1)
+                out[f"a/{key} by cpu"] = round(a_cpu / (sum(r[key]["cpu_s"].values()) / r[key]["pages"]), 3)
+        out["a cpu ms/page"] = round(1000 * a_cpu, 1)
+    if "b" in r and "b0" in r and "flow_s" in r["b"] and "flow_s" in r["b0"]:
+        out["prefect share of b flow time"] = round(1 - r["b0"]["flow_s"] / r["b"]["flow_s"], 3)
+    return out
+
+
+def _json_line(log: Path) -> dict[str, Any]:
+    """The JSON result an internal command printed (Prefect may log after it)."""
+    return json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))
+
+
+def _mem(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("peak_pss_mb", "peak_rss_mb", "peak_single_rss_mb", "cpu_s", "wall_s")}
+
+
+def _say(key: str, value: dict[str, Any]) -> None:
+    print(f"{key}: {json.dumps(value, default=str)}", flush=True)
+
+
+def _clean(work: Path) -> None:
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    internal: dict[str, Any] = {
+        "_limit": lambda a: limit(Path(a[0]), a[1], int(a[2])),
+        "_plain_backfill": lambda a: plain_backfill(Path(a[0]), Path(a[1])),
+        "_load": lambda a: load_only(int(a[0]), int(a[1]), Path(a[2])),
+        "_profile_backfill": lambda a: profile_backfill(Path(a[0]), Path(a[1]), Path(a[2])),
+        "_noop_flow": lambda a: noop_flow(),
+    }
+    if argv and argv[0] in internal:
+        print(json.dumps(internal[argv[0]](argv[1:]), default=str), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--stages", default="a,a2,b,b0,c,d,p", help="comma-separated: a,a2,b,b0,c,d,p")
+    parser.add_argument("--repeat", type=int, default=1, help="repeat a, b and c (the machine is shared: noise)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--port", type=int, default=corpus.DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    run(args.n, args.seed, args.stages.split(","), args.repeat, args.workers, args.port)
+
+
+if __name__ == "__main__":
+    main()

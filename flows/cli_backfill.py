@@ -1,0 +1,101 @@
+"""`newsflow backfill` and `newsflow raw ARTICLE_ID`, registered on the `newsflow` typer app."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli import DbOption, _check_db_writable, _db_path, _fail, app
+
+
+@app.command()
+def backfill(
+    db: DbOption = None,
+    warc: Annotated[list[str] | None, typer.Option("--warc", help="WARC file, glob or http(s) URL (repeatable)")] = None,
+    sitemap: Annotated[list[str] | None, typer.Option("--sitemap", help="sitemap URL or file (repeatable; needs --since/--until)")] = None,
+    reextract: Annotated[bool, typer.Option("--reextract", help="re-extract archived articles in place")] = False,
+    since: Annotated[datetime | None, typer.Option("--since", formats=["%Y-%m-%d"], help="first published day (UTC)")] = None,
+    until: Annotated[datetime | None, typer.Option("--until", formats=["%Y-%m-%d"], help="last published day (UTC), included")] = None,
+    domain: Annotated[list[str] | None, typer.Option("--domain", help="only this domain and its subdomains (repeatable)")] = None,
+) -> None:
+    """Backfill WARC files or a sitemap's date range, or re-extract the archive; a rerun resumes."""
+    from tasks.backfill import BackfillRequestError, Request, Window, clean_domains
+
+    request = Request(tuple(warc or ()), tuple(sitemap or ()), reextract,
+                      Window(since.date() if since else None, until.date() if until else None), clean_domains(domain))
+    try:
+        request.check()
+    except BackfillRequestError as exc:
+        _fail(str(exc))
+    db_path = _db_path(db)
+    if reextract and not db_path.exists():
+        _fail(f"no database at {db_path}: nothing to re-extract")
+    _check_db_writable(db_path)
+    from flows.backfill import backfill as backfill_flow
+
+    summary = backfill_flow(warcs=list(request.warcs), sitemaps=list(request.sitemaps), reextract=reextract,
+                            since=request.window.since, until=request.window.until,
+                            domains=list(request.domains), db=str(db_path))
+    _print_summary(summary, db_path)
+    if any(r["status"] == "failed" for r in summary["results"]):
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: dict[str, Any], db: Path) -> None:
+    results = summary["results"]
+    keys = [k for k in ("records", "filtered", "loaded", "duplicate", "not_article", "skipped", "failed",
+                        "changed", "unchanged") if any(k in r for r in results)]
+    table = Table(title=f"newsflow backfill -> {db} ({summary['skipped_finished']} of "
+                        f"{summary['partitions']} partitions already finished)")
+    for column in ["partition", "status", *keys, "pages/s", "reason"]:
+        table.add_column(column, justify="left" if column in ("partition", "status", "reason") else "right")
+    for r in results:
+        table.add_row(r["partition"], r["status"], *(str(r.get(k, 0)) for k in keys), str(r["pages_per_s"]),
+                      r["reason"] or "")
+    Console().print(table)
+
+
+@app.command()
+def raw(
+    article_id: Annotated[str, typer.Argument(help="the article's article_id")],
+    db: DbOption = None,
+    headers: Annotated[bool, typer.Option("--headers", help="print the HTTP status line and headers first")] = False,
+) -> None:
+    """Print an article's raw page as archived (decoded to text)."""
+    from tasks.archive import read_raw
+    from tasks.load import DatabaseLockedError, connect
+    from tasks.records import RawRef
+
+    db_path = _db_path(db)
+    if not db_path.exists():
+        _fail(f"no database at {db_path}")
+    try:
+        with connect(db_path, read_only=True) as con:
+            row = con.execute("SELECT raw_path, raw_offset, raw_length FROM articles WHERE article_id = ?",
+                              [article_id]).fetchone()
+    except DatabaseLockedError as exc:
+        _fail(str(exc))
+    if row is None:
+        _fail(f"no article {article_id}")
+    if row[0] is None:
+        _fail(f"article {article_id} has no archived raw page")
+    try:
+        response = read_raw(RawRef(*row))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read the raw page of {article_id} at {row[0]}:{row[1]}: {exc}", code=1)
+    if headers:
+        print(f"{response.status} {response.url}")
+        print("".join(f"{k}: {v}\n" for k, v in response.headers))
+    sys.stdout.write(_page_text(response.body, response.header("content-type")))
+
+
+def _page_text(body: bytes, content_type: str | None) -> str:
+    from tasks.extract import decode_html  # the charset rules extraction uses
+
+    return decode_html(body, content_type)

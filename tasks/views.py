@@ -1,0 +1,135 @@
+"""SQL of the operator's views and of the full-text search index (executed by `tasks.load`).
+
+    source_health   per source: last success, success / empty-text / duplicate / missing-date
+                    rates, median lag between published and fetched
+    daily_articles  articles per publication day (UTC; the fetch day when undated) and source
+
+Both are views over table macros of the same name with a `since` argument, so `newsflow stats
+--since DATE` and plain `SELECT * FROM source_health` run the same SQL.
+
+Search is DuckDB's `fts` extension (BM25 over title and text). DuckDB cannot download it here
+(no network at run time), so it is installed from the file that the PyPI package
+`duckdb-extension-fts` ships for our pinned DuckDB (1.5.5). The index is a snapshot: DuckDB's
+fts has no incremental update, so `refresh_search` rebuilds it once per flow run, after the loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+# The epoch stands for "no --since": every row.
+EPOCH = "1970-01-01"
+
+# Rates are shares of the URLs a source produced (fetches rows). "Success" is every URL that did
+# not end failed or blocked; "empty text" is a page fetched fine with no article text on it.
+VIEWS = f"""
+CREATE OR REPLACE MACRO source_health(since) AS TABLE
+WITH f AS (
+    SELECT source,
+           count(*) AS urls,
+           count(*) FILTER (WHERE state = 'loaded') AS loaded,
+           max(recorded_at) FILTER (WHERE state IN ('loaded', 'duplicate', 'not_article')) AS last_success,
+           count(*) FILTER (WHERE state NOT IN ('failed', 'blocked')) / count(*) AS success_rate,
+           count(*) FILTER (WHERE state = 'not_article') / count(*) AS empty_text_rate,
+           count(*) FILTER (WHERE state = 'duplicate') / count(*) AS duplicate_rate,
+           count(*) FILTER (WHERE state IN ('failed', 'blocked')) AS failed
+    FROM fetches WHERE recorded_at >= CAST(since AS TIMESTAMPTZ) GROUP BY source
+), a AS (
+    SELECT source,
+           count(*) FILTER (WHERE published_at IS NULL) / count(*) AS missing_date_rate,
+           -- over seconds: DuckDB's median of INTERVALs is the lower middle value, not the mean of two
+           to_seconds(CAST(median(epoch(fetched_at) - epoch(published_at))
+                           FILTER (WHERE published_at <= fetched_at) AS BIGINT)) AS median_lag
+    FROM articles a
+    WHERE EXISTS (SELECT 1 FROM fetches x WHERE x.article_id = a.article_id
+                  AND x.recorded_at >= CAST(since AS TIMESTAMPTZ))
+    GROUP BY source
+), names AS (
+    SELECT name AS source FROM sources UNION SELECT source FROM f
+)
+SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
+       coalesce(f.failed, 0) AS failed, f.last_success,
+       round(f.success_rate, 3) AS success_rate, round(f.empty_text_rate, 3) AS empty_text_rate,
+       round(f.duplicate_rate, 3) AS duplicate_rate, round(a.missing_date_rate, 3) AS missing_date_rate,
+       a.median_lag, s.last_status, s.last_error
+FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN sources s ON s.name = n.source
+WHERE n.source IS NOT NULL
+ORDER BY n.source;
+
+CREATE OR REPLACE VIEW source_health AS SELECT * FROM source_health('{EPOCH}');
+
+CREATE OR REPLACE MACRO daily_articles(since) AS TABLE
+SELECT CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) AS day, source,
+       count(*) AS articles, count(*) FILTER (WHERE published_at IS NULL) AS undated,
+       CAST(round(avg(word_count)) AS INTEGER) AS avg_words
+FROM articles
+WHERE CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) >= CAST(since AS DATE)
+GROUP BY ALL ORDER BY day DESC, source;
+
+CREATE OR REPLACE VIEW daily_articles AS SELECT * FROM daily_articles('{EPOCH}');
+"""
+
+# Porter stemming and English stop words are fts's defaults; accents and case are folded.
+CREATE_INDEX = "PRAGMA create_fts_index('articles', 'article_id', 'title', 'text', overwrite = 1)"
+
+SEARCH = r"""
+SELECT * FROM (
+    SELECT round(fts_main_articles.match_bm25(article_id, $query), 3) AS score,
+           CAST(timezone('UTC', published_at) AS DATE) AS published, source, title, url
+    FROM articles
+    WHERE ($since IS NULL OR coalesce(published_at, fetched_at) >= CAST($since AS TIMESTAMPTZ))
+      AND ($source IS NULL OR source = $source OR domain = regexp_replace(lower($source), '^www\.', ''))
+) WHERE score IS NOT NULL
+ORDER BY score DESC, published DESC NULLS LAST, url
+LIMIT $limit
+"""
+
+INDEX_EXISTS = ("SELECT count(*) > 0 FROM duckdb_schemas() "
+                "WHERE schema_name = 'fts_main_articles' AND database_name = current_database()")
+
+EXPORT = """
+COPY (
+    SELECT *, CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) AS date
+    FROM articles
+    WHERE CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) >= CAST($since AS DATE)
+) TO '{out}' (FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE, FILENAME_PATTERN 'articles_{{uuid}}')
+"""
+
+
+class SearchUnavailableError(RuntimeError):
+    """DuckDB's fts extension is not installed for this platform or DuckDB version."""
+
+
+def fts_extension_file() -> Path | None:
+    """The fts extension file shipped by `duckdb-extension-fts` for the running DuckDB, if any."""
+    try:
+        import duckdb_extension_fts
+    except ImportError:
+        return None
+    root = Path(duckdb_extension_fts.__file__).parent / "extensions" / duckdb.__version__
+    if not root.is_dir():
+        root = root.parent / f"v{duckdb.__version__}"
+    found = sorted(root.glob("fts.duckdb_extension*")) if root.is_dir() else []
+    return found[0] if found else None
+
+
+def load_fts(con: duckdb.DuckDBPyConnection) -> None:
+    """Install fts from the PyPI package's file (never from the network) and load it."""
+    path = fts_extension_file()
+    if path is None:
+        raise SearchUnavailableError(
+            f"full-text search needs DuckDB's fts extension for DuckDB {duckdb.__version__}: "
+            "install the `duckdb-extension-fts` package of the same version "
+            "(it has wheels for Linux x86_64/aarch64, macOS and Windows x86_64)")
+    try:
+        con.execute(f"INSTALL '{path.as_posix()}'")
+        con.execute("LOAD fts")
+    except duckdb.Error as exc:
+        raise SearchUnavailableError(f"cannot load DuckDB's fts extension from {path}: {exc}") from exc
+
+
+def export_sql(out_dir: Path) -> str:
+    """The COPY statement writing Parquet files partitioned by day into `out_dir`."""
+    return EXPORT.format(out=str(out_dir).replace("'", "''"))

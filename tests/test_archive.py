@@ -1,0 +1,63 @@
+"""The raw WARC store: what each record holds, rotation by size and by day, reading back."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+
+from tasks.archive import RawWriter, raw_writer, read_raw
+
+FETCHED = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
+HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Content-Encoding", "gzip"), ("ETag", '"abc"')]
+
+
+def test_record_has_uri_date_headers_and_payload_digest(tmp_path: Path) -> None:
+    body = "<html><body><p>Grüße aus Carrow</p></body></html>".encode()
+    with raw_writer(tmp_path, now=FETCHED) as writer:
+        ref = writer.write("https://news.example/a", 200, "OK", HEADERS, body, FETCHED)
+    assert Path(ref.path).parent == tmp_path / "2026" / "11" / "20"
+    with open(ref.path, "rb") as stream:
+        stream.seek(ref.offset)
+        record = next(iter(ArchiveIterator(stream)))
+        payload = record.content_stream().read()
+        assert record.rec_headers.get_header("WARC-Target-URI") == "https://news.example/a"
+        assert record.rec_headers.get_header("WARC-Date") == "2026-11-20T10:30:00Z"
+        digest = record.rec_headers.get_header("WARC-Payload-Digest")
+        assert digest == "sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode()
+        assert record.http_headers.get_statuscode() == "200"
+        assert record.http_headers.get_header("ETag") == '"abc"'
+        # stored decoded: the wire encoding header would make readers gunzip a plain body
+        assert record.http_headers.get_header("Content-Encoding") is None
+    assert payload == body
+    back = read_raw(ref)
+    assert (back.url, back.status, back.body) == ("https://news.example/a", 200, body)
+
+
+def test_rotates_when_a_file_is_full(tmp_path: Path) -> None:
+    body = b"<html>" + os.urandom(5000).hex().encode()[:5000] + b"</html>"  # hex: gzip cannot shrink it much
+    with raw_writer(tmp_path, now=FETCHED, max_bytes=8000) as writer:
+        refs = [writer.write(f"https://news.example/{i}", 200, "OK", HEADERS, body, FETCHED) for i in range(5)]
+    assert len({r.path for r in refs}) >= 2
+    assert [Path(r.path) for r in refs][-1] == writer.paths[-1] and len(writer.paths) == len({r.path for r in refs})
+    assert [read_raw(r).url for r in refs] == [f"https://news.example/{i}" for i in range(5)]
+
+
+def test_rotates_at_midnight_utc(tmp_path: Path) -> None:
+    clock = iter([FETCHED, FETCHED + timedelta(hours=20)])
+    writer = RawWriter(tmp_path, clock=lambda: next(clock))
+    first = writer.write("https://news.example/1", 200, "OK", HEADERS, b"<p>1</p>", FETCHED)
+    second = writer.write("https://news.example/2", 200, "OK", HEADERS, b"<p>2</p>", FETCHED)
+    writer.close()
+    assert Path(first.path).parent.name == "20" and Path(second.path).parent.name == "21"
+    assert read_raw(second).body == b"<p>2</p>"
+
+
+def test_nothing_written_leaves_no_file(tmp_path: Path) -> None:
+    with raw_writer(tmp_path) as writer:
+        pass
+    assert writer.paths == [] and not any(tmp_path.rglob("*.warc.gz"))

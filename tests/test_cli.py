@@ -1,0 +1,124 @@
+"""The `newsflow` commands for operators: stats, search, export, serve, and queries during a run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import SAMPLE_ARTICLES
+from tests.test_views import SEED_URL
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_search_lists_the_seed_first(sample_db: Path) -> None:
+    code, out = run("search", "Lukashenko", "--db", str(sample_db), "--format", "csv")
+    assert code == 0, out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["url"] == SEED_URL
+
+
+def test_search_options(sample_db: Path) -> None:
+    code, out = run("search", "harbour", "--db", str(sample_db), "--since", "2026-11-15",
+                    "--source", "www.harbourgazette.example", "--limit", "2", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and 1 <= len(rows) <= 2
+    assert all(r["published"] >= "2026-11-15" and "harbourgazette" in r["url"] for r in rows)
+    code, out = run("search", "zzzyzzyva", "--db", str(sample_db))
+    assert code == 1 and "no article matches" in out
+
+
+def test_stats_prints_both_views(sample_db: Path) -> None:
+    code, out = run("stats", "--db", str(sample_db))
+    assert code == 0, out
+    assert "source_health" in out and "daily_articles" in out and "sample" in out
+    assert "2022-12-19" in out  # the seed's day
+    code, out = run("stats", "--db", str(sample_db), "--since", "2099-01-01")
+    assert code == 0 and "2022-12-19" not in out
+    assert run("stats", "--db", str(sample_db), "--since", "yesterday")[0] == 2
+
+
+def test_export_parquet(sample_db: Path, tmp_path: Path) -> None:
+    code, out = run("export", "--format", "parquet", "--db", str(sample_db), str(tmp_path / "out"))
+    assert code == 0 and f"{SAMPLE_ARTICLES} articles" in out
+    assert len(list((tmp_path / "out").glob("date=*/*.parquet"))) >= 10
+
+
+def test_sql_still_works(sample_db: Path) -> None:
+    code, out = run("sql", "SELECT count(*) AS n FROM articles", "--db", str(sample_db), "--format", "csv")
+    assert (code, out.split()) == (0, ["n", str(SAMPLE_ARTICLES)])
+
+
+def test_commands_need_a_database(tmp_path: Path) -> None:
+    for command in (["stats"], ["search", "x"], ["export", str(tmp_path / "o")]):
+        code, out = run(*command, "--db", str(tmp_path / "missing.duckdb"))
+        assert code == 2 and "newsflow ingest" in out
+
+
+def test_serve_dry_run_prints_the_schedule() -> None:
+    code, out = run("serve", "--dry-run")
+    assert code == 0, out
+    assert "ingest/hourly" in out and "0 * * * * (UTC)" in out and "reextract" in out
+
+
+# ---------------------------------------------------------------- queries while a writer holds the file
+
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+@pytest.fixture
+def held_db(sample_db: Path, tmp_path: Path) -> Iterator[tuple[Path, float]]:
+    """A copy of the sample database, write-locked by another process for 1.5 s."""
+    db = tmp_path / "held.duckdb"
+    db.write_bytes(sample_db.read_bytes())
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db), "1.5"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout and holder.stdout.readline().strip() == "held"
+    yield db, time.monotonic()
+    holder.wait(timeout=30)
+
+
+def test_query_waits_for_a_writer(held_db: tuple[Path, float], monkeypatch: pytest.MonkeyPatch) -> None:
+    db, since = held_db
+    monkeypatch.setenv("NEWSFLOW_LOCK_WAIT", "20")
+    code, out = run("search", "Lukashenko", "--db", str(db), "--format", "csv")
+    assert code == 0 and SEED_URL in out
+    assert time.monotonic() - since > 1.0  # it did wait for the holder to let go
+
+
+def test_query_says_why_when_the_lock_persists(held_db: tuple[Path, float],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    db, _ = held_db
+    monkeypatch.setenv("NEWSFLOW_LOCK_WAIT", "0.2")
+    for command in (["stats"], ["sql", "SELECT 1"], ["search", "x"]):
+        code, out = run(*command, "--db", str(db))
+        assert code == 2 and "locked by another process" in out and "NEWSFLOW_LOCK_WAIT" in out, out
+
+
+def test_clusters_shows_the_sample_wire_story(sample_db: Path) -> None:
+    code, out = run("clusters", "--db", str(sample_db), "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    # the sample's one wire story runs on three outlets, with other headlines and edits
+    assert [(r["size"], r["outlets"]) for r in rows] == [("3", "3")]
+    assert run("clusters", "--db", str(sample_db), "--min-size", "4", "--format", "csv")[1].strip() == \
+        "size,outlets,first_outlet,first_published,last_published,title,cluster_id"

@@ -1,0 +1,93 @@
+"""The whole ingest flow through Prefect against a loopback site: feed -> pages -> DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import loopback_path, sample_pages
+
+pytestmark = pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+
+ARTICLE_PAGES = [p for p in sample_pages() if p["kind"] == "article"]
+ALL_TABLES = ["articles", "url_aliases", "sources", "fetches", "runs"]
+
+
+def snapshot(db: Path, table: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+def test_feed_to_duckdb(sample_site, fresh_db: Path):
+    from flows.ingest import ingest
+
+    summary = ingest(feeds=[sample_site.url("/feed.xml")], db=str(fresh_db))
+    assert [(e["discovered"], e["loaded"]) for e in summary] == [(len(ARTICLE_PAGES), len(ARTICLE_PAGES))]
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        titles = dict(con.execute("SELECT url, title FROM articles").fetchall())
+        fetches = con.execute("SELECT url, state FROM fetches").fetchall()
+        russian = con.execute("SELECT text FROM articles WHERE language = 'ru'").fetchone()[0]
+    expected = {sample_site.url(loopback_path(p["url"])): p["title"] for p in ARTICLE_PAGES}
+    assert titles == expected
+    assert sorted(u for u, _ in fetches) == sorted(expected) and {s for _, s in fetches} == {"loaded"}
+    assert "мост" in russian  # the windows-1251 page, declared only in <meta>, comes out readable
+
+
+def test_every_discovered_url_ends_in_one_state(sample_site, fresh_db: Path):
+    from flows.ingest import ingest
+
+    pages = [sample_site.url(loopback_path(p["url"])) for p in sample_pages()]
+    urls = [*pages, pages[0] + "?utm_source=x&utm_medium=rss", sample_site.url("/missing"),
+            "http://127.0.0.2:9/forbidden"]  # 127.0.0.2 is outside the allow-list: refused, never contacted
+    ingest(urls=urls, db=str(fresh_db))
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        rows = dict(((u, (s, r)) for u, s, r in con.execute("SELECT url, state, reason FROM fetches").fetchall()))
+        run = con.execute("SELECT discovered, loaded + duplicate + not_article + skipped + blocked + failed "
+                          "FROM runs").fetchone()
+    assert sorted(rows) == sorted(urls)
+    assert rows[urls[-1]] == ("skipped", "private-address")
+    assert rows[urls[-2]] == ("failed", "http-404")
+    assert rows[urls[-3]][0] == "duplicate"
+    assert sum(s == "not_article" for s, _ in rows.values()) == len(sample_pages()) - len(ARTICLE_PAGES)
+    assert all(r for s, r in rows.values() if s != "loaded")
+    assert run == (len(urls), len(urls))
+
+
+def test_ingesting_again_changes_nothing_but_runs_and_fetches(sample_site, fresh_db: Path):
+    from flows.ingest import ingest
+
+    pages = [sample_site.url(loopback_path(p["url"])) for p in ARTICLE_PAGES]
+    ingest(feeds=[sample_site.url("/feed.xml")], urls=pages[:5], db=str(fresh_db))
+    before = {t: snapshot(fresh_db, t) for t in ALL_TABLES}
+    summary = ingest(feeds=[sample_site.url("/feed.xml")], urls=pages[:5], db=str(fresh_db))
+    after = {t: snapshot(fresh_db, t) for t in ALL_TABLES}
+    for table in ("articles", "url_aliases"):
+        assert after[table] == before[table], table
+    assert len(after["runs"]) == 2 and len(after["fetches"]) == len(before["fetches"]) + 5
+    by_source = {e["source"]: e for e in summary}
+    assert by_source["urls"]["duplicate"] == 5  # re-listed URLs cost no fetch: already known
+    assert by_source[sample_site.url("/feed.xml")]["discovered"] == 0  # unchanged feed: no work
+
+
+def test_retry_failed_redrives_transient_failures_only(fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    from flows.ingest import ingest
+    from tests.servers import serve
+
+    monkeypatch.setenv("NEWSFLOW_RETRY_BACKOFF", "0.01")
+    page = (Path(__file__).parent / "fixtures" / "seed_article.html").read_bytes()
+    routes: dict = {"/story": (503, {"Retry-After": "0"}, b"busy"), "/gone": (404, {}, b"")}
+    with serve(routes) as site:
+        ingest(urls=[site.url("/story"), site.url("/gone")], db=str(fresh_db))
+        routes["/story"] = (200, {"Content-Type": "text/html; charset=utf-8"}, page)
+        routes["/gone"] = (200, {"Content-Type": "text/html; charset=utf-8"}, page)
+        summary = ingest(retry_failed=True, db=str(fresh_db))
+    assert [(e["discovered"], e["loaded"]) for e in summary] == [(1, 1)]  # /story again; /gone (404) stays failed
+    last = dict(snapshot_rows(fresh_db, "SELECT url, arg_max(state, recorded_at) FROM fetches GROUP BY url"))
+    assert last == {site.url("/story"): "loaded", site.url("/gone"): "failed"}
+
+
+def snapshot_rows(db: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()

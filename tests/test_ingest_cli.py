@@ -1,0 +1,98 @@
+"""`newsflow ingest` and `newsflow sql` as a user runs them: a real subprocess, a loopback feed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SHARED, rss
+from tests.servers import serve
+
+SEED_TEXT = SHARED / "seed" / "000_5f3fd007952f4428.txt"
+FURNITURE = ["Sign up for", "newsletter", "What you need to know", "Privacy Policy", "Comments", "share",
+             "Related", "Terms of Use", "All rights reserved"]
+
+
+def newsflow(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def seed_paragraphs() -> list[str]:
+    lines = [line.strip() for line in SEED_TEXT.read_text().splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Russian President Vladimir Putin made"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("The Associated Press contributed"))
+    return lines[start:end + 1]
+
+
+@pytest.fixture(scope="module")
+def seed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed article page served from a loopback feed, ingested by the real CLI."""
+    page = (REPO / "tests" / "fixtures" / "seed_article.html").read_bytes()
+    tmp = tmp_path_factory.mktemp("seed")
+    db = tmp / "news.duckdb"
+    routes: dict = {"/world/putin-belarus": (200, {"Content-Type": "text/html; charset=utf-8"}, page)}
+    with serve(routes) as site:
+        routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"},
+                               rss([(site.url("/world/putin-belarus"), "Putin visits Belarus")]))
+        result = newsflow("ingest", "--feed", site.url("/feed.xml"), "--db", str(db),
+                          env={"NEWSFLOW_ALLOW_PRIVATE_HOSTS": "127.0.0.1", "NEWSFLOW_RAW_DIR": str(tmp / "raw"),
+                               "NEWSFLOW_HOST_DELAY": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return db
+
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="the shared seed article is absent")
+def test_seed_article_from_a_loopback_feed(seed_db: Path):
+    result = newsflow("sql", "SELECT title, published_at::DATE::VARCHAR AS day, authors, site_name, text "
+                      "FROM articles", "--db", str(seed_db), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["title"] == "Russian President Putin Visits Ally Belarus"
+    assert row["day"] == "2022-12-19"
+    assert row["authors"] == ["Web Staff"]
+    assert row["site_name"]
+    for paragraph in seed_paragraphs():
+        assert paragraph in row["text"]
+    for furniture in FURNITURE:
+        assert furniture not in row["text"], furniture
+
+
+def test_sql_formats(seed_db: Path):
+    query = "SELECT state, count(*) AS n FROM fetches GROUP BY state"
+    as_csv = newsflow("sql", query, "--db", str(seed_db), "--format", "csv")
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [["state", "n"], ["loaded", "1"]]
+    as_json = newsflow("sql", query, "--db", str(seed_db), "--format", "json")
+    assert json.loads(as_json.stdout) == [{"state": "loaded", "n": 1}]
+    as_table = newsflow("sql", query, "--db", str(seed_db))
+    assert "state" in as_table.stdout and "loaded" in as_table.stdout
+    bad = newsflow("sql", "SELECT * FROM no_such_table", "--db", str(seed_db))
+    assert bad.returncode != 0 and "no_such_table" in bad.stderr
+
+
+def test_unreadable_source_file_is_a_clear_error(tmp_path: Path):
+    result = newsflow("ingest", "--urls-file", str(tmp_path / "missing.txt"), "--db", str(tmp_path / "x.duckdb"))
+    assert result.returncode != 0
+    assert "missing.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_locked_database_is_a_clear_error(tmp_path: Path):
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = newsflow("ingest", "--url", "http://127.0.0.1:9/x", "--db", str(db),
+                          env={"NEWSFLOW_LOCK_WAIT": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    assert "locked by another process" in result.stderr and "Traceback" not in result.stderr

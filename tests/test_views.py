@@ -1,0 +1,130 @@
+"""The operator's views, search and export: their arithmetic on a hand-made database, and the
+bundled sample ingested once per session (`sample_db`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import load
+from tasks.views import SearchUnavailableError, fts_extension_file
+from tests.conftest import SAMPLE_ARTICLES
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_URL = "https://www.kestrelnews.example/news/world/2022/12/19/russian-president-putin-visits-ally-belarus"
+
+
+# ---------------------------------------------------------------- views on a hand-made database
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def small_db(fresh_db: Path) -> Iterator[Path]:
+    """Two sources: `good` (3 loaded, 1 duplicate; one article undated) and `bad` (2 failed, 1 empty)."""
+    load.ensure_schema(fresh_db)
+    with load.transaction(fresh_db) as con:
+        fetches = [("r1", f"https://good.example/{i}", "good", "loaded", f"a{i}") for i in range(3)]
+        fetches += [("r1", "https://good.example/dup", "good", "duplicate", "a0"),
+                    ("r1", "https://bad.example/1", "bad", "failed", None),
+                    ("r1", "https://bad.example/2", "bad", "failed", None),
+                    ("r1", "https://bad.example/3", "bad", "not_article", None)]
+        con.executemany("INSERT INTO fetches (run_id, url, source, state, article_id, recorded_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", [(*f, NOW) for f in fetches])
+        lags = [timedelta(hours=1), timedelta(hours=3), None]
+        con.executemany(
+            "INSERT INTO articles (article_id, url, canonical_url, source, domain, title, text, word_count, "
+            "published_at, fetched_at) VALUES (?, ?, ?, 'good', 'good.example', ?, ?, 100, ?, ?)",
+            [(f"a{i}", f"https://good.example/{i}", f"https://good.example/{i}", f"Title {i}",
+              "harbour ferry timetable" if i == 1 else "council housing plan",
+              NOW - lag if lag else None, NOW) for i, lag in enumerate(lags)])
+        con.execute("INSERT INTO sources (name, kind, location, last_status) VALUES "
+                    "('good', 'feed', 'g.xml', 'ok'), ('bad', 'feed', 'b.xml', 'ok'), "
+                    "('silent', 'feed', 's.xml', 'failed')")
+    yield fresh_db
+
+
+def test_source_health_rates(small_db: Path) -> None:
+    columns, rows = load.query(small_db, "SELECT * FROM source_health")
+    health = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    assert set(health) == {"good", "bad", "silent"}  # a source with no URL at all still shows
+    good, bad = health["good"], health["bad"]
+    assert (good["urls"], good["loaded"], good["success_rate"], good["duplicate_rate"]) == (4, 3, 1.0, 0.25)
+    assert good["missing_date_rate"] == pytest.approx(0.333)
+    assert good["median_lag"] == timedelta(hours=2)
+    assert good["last_success"] == NOW
+    assert (bad["success_rate"], bad["empty_text_rate"], bad["failed"]) == (pytest.approx(0.333), pytest.approx(0.333), 2)
+    assert bad["last_success"] == NOW  # the not_article page was fetched fine
+    assert health["silent"]["urls"] == 0 and health["silent"]["last_status"] == "failed"
+
+
+def test_stats_since_filters(small_db: Path) -> None:
+    later = load.stats(small_db, since=(NOW + timedelta(days=1)).date().isoformat())
+    columns, rows = later["source_health"]
+    assert all(row[columns.index("urls")] == 0 for row in rows)
+    assert later["daily_articles"][1] == []
+    everything = load.stats(small_db)
+    _, days = everything["daily_articles"]
+    # undated article counted on its fetch day; the others on their publication day
+    assert sum(row[2] for row in days) == 3 and {row[1] for row in days} == {"good"}
+
+
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_search_ranks_and_filters(small_db: Path) -> None:
+    assert load.refresh_search(small_db) == 3
+    columns, rows = load.search(small_db, "ferry")
+    assert [r[columns.index("url")] for r in rows] == ["https://good.example/1"]
+    assert load.search(small_db, "housing", source="good.example")[1]
+    assert load.search(small_db, "housing", source="other")[1] == []
+    assert len(load.search(small_db, "council", limit=1)[1]) == 1
+
+
+def test_search_without_extension_says_so(small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tasks.views.fts_extension_file", lambda: None)
+    with pytest.raises(SearchUnavailableError, match="duckdb-extension-fts"):
+        load.refresh_search(small_db)
+    assert load.refresh_search_if_available(small_db) is None  # the flow logs and goes on
+
+
+def test_views_survive_reopening_and_rerun(small_db: Path) -> None:
+    load.ensure_schema(small_db)  # idempotent: CREATE OR REPLACE
+    assert load.query(small_db, "SELECT count(*) FROM daily_articles")[1][0][0] >= 1
+
+
+# ---------------------------------------------------------------- the sample, loaded by the flow
+
+
+def test_sample_search_finds_the_seed_first(sample_db: Path) -> None:
+    columns, rows = load.search(sample_db, "Lukashenko")
+    assert rows and rows[0][columns.index("url")] == SEED_URL
+
+
+def test_sample_stats_show_every_source(sample_db: Path) -> None:
+    views = load.stats(sample_db)
+    columns, rows = views["source_health"]
+    configured = {row[0] for row in load.query(sample_db, "SELECT name FROM sources")[1]}
+    assert {row[0] for row in rows} == configured == {"sample"}
+    sample = dict(zip(columns, rows[0], strict=True))
+    assert sample["loaded"] == SAMPLE_ARTICLES and sample["success_rate"] == 1.0
+    assert sum(row[2] for row in views["daily_articles"][1]) == SAMPLE_ARTICLES
+
+
+def test_sample_export_parquet_partitioned_by_day(sample_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    assert load.export_parquet(sample_db, out) == SAMPLE_ARTICLES
+    assert (out / "date=2022-12-19").is_dir()
+    table = pq.read_table(out)  # hive partitions come back as a `date` column
+    assert table.num_rows == SAMPLE_ARTICLES
+    assert SEED_URL in table.column("url").to_pylist()
+    assert load.export_parquet(sample_db, tmp_path / "recent", since="2026-11-15") < SAMPLE_ARTICLES
+    with duckdb.connect() as con:  # every file's rows belong to its partition's day
+        (bad,) = con.execute(
+            "SELECT count(*) FROM read_parquet(?, hive_partitioning = true) "
+            "WHERE CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) <> date",
+            [str(out / "**" / "*.parquet")]).fetchone()
+    assert bad == 0
