@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.backfill import Request, Window, backfill_batch_task, clean_domains, plan_task, reextract_batch_task, run_partitions
-from tasks.load import finish_run_task, refresh_search_task, start_run_task
+from tasks.load import finish_run_task, recluster_task, refresh_search_task, start_run_task
 from tasks.settings import Settings
 
 
@@ -40,6 +40,8 @@ def backfill(
     results = run_partitions(partitions, settings, db_path, run_id, request.domains, run_batch, get_run_logger())
     finish_run_task(db_path, run_id, sum(r.counts["records"] - r.counts["filtered"] for r in results),
                     "failed" if any(r.status == "failed" for r in results) else "completed")
+    if reextract:
+        recluster_task(db_path)  # changed texts may join, leave or stop bridging clusters
     refresh_search_task(db_path)
     return {"run_id": run_id, "partitions": len(partitions), "skipped_finished": len(partitions) - len(results),
             "results": [r.summary() for r in results]}

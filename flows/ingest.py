@@ -9,12 +9,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.report import publish_summary
-from tasks.dedupe import skip_known_task
-from tasks.extract import extract_task
-from tasks.fetch import fetch_task
-from tasks.load import (finish_run_task, known_urls_task, load_task, refresh_search_task,
-                        save_source_states_task, start_run_task)
-from tasks.normalise import normalise_task
+from tasks.load import finish_run_task, refresh_search_task, save_source_states_task, start_run_task
+from tasks.pipeline import process_batch_task
 from tasks.records import batches
 from tasks.settings import Settings
 from tasks.sources import discover_task, source_specs
@@ -54,12 +50,7 @@ def ingest(
     start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
     candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
     for batch in batches(candidates, settings.batch_size):
-        known = known_urls_task(db_path, batch)
-        records = skip_known_task(batch, known)
-        records = fetch_task(records, settings)
-        records = extract_task(records, settings, db_path)
-        records = normalise_task(records)
-        load_task(db_path, run_id, records)
+        process_batch_task(db_path, run_id, batch, settings)  # skip known, fetch, extract, normalise, load
     save_source_states_task(db_path, source_states)
     finish_run_task(db_path, run_id, len(candidates))
     refresh_search_task(db_path)

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time as dtime, timedelta
@@ -36,12 +37,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tasks.extract import extract_batch
-from tasks.fetch import download, fetch_batch, fetch_document
-from tasks.dedupe import skip_known_urls
-from tasks.load import (finished_partitions, known_urls, load_batch, record_partition, reextract_candidates,
+from tasks.fetch import download, fetch_document
+from tasks.load import (finished_partitions, record_partition, reextract_candidates,
                         update_extractions)
 from tasks.normalise import domain_of, normalise_batch
 from tasks.records import Article, Hints, RawRef, SourceKind, State, batches
+from tasks.pipeline import process_batch
 from tasks.settings import Settings
 from tasks.sources import (MAX_SITEMAP_BYTES, SourceError, SourceSpec, discover, download_warc, iter_warc)
 
@@ -228,11 +229,7 @@ def _stored_record(row: dict[str, Any]) -> Article:
 def backfill_batch(db: Path, run_id: str, records: list[Article], settings: Settings, window: Window,
                    partition: dict[str, Any] | None = None) -> dict[str, int]:
     """skip known -> fetch (sitemap pages only) -> extract -> normalise -> window -> load; the states counted."""
-    records = skip_known_urls(records, known_urls(db, records))
-    records = fetch_batch(records, settings)  # WARC records are referenced in place: nothing to fetch
-    records = normalise_batch(extract_batch(records, settings, db))
-    final = load_batch(db, run_id, apply_window(records, window), partition)
-    return dict(Counter(str(r.state) for r in final))
+    return process_batch(db, run_id, records, settings, partial(apply_window, window=window), partition)
 
 
 def reextract_batch(db: Path, run_id: str, records: list[Article], settings: Settings, window: Window,

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures
+from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures, insert_signatures, rebuild_clusters
 from tasks.boilerplate import recurring_keys
 from tasks.dedupe import KnownKeys, mark_duplicates, url_variants
 from tasks.records import Article, State
@@ -278,15 +279,11 @@ def _list(values: Sequence[str]) -> list[str]:
     return list(values)
 
 
-def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Sequence[Article]) -> None:
+def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
+    """The Arrow columns that extraction and normalisation decide (inserted, and rewritten by re-extraction)."""
     ex = [r.extracted for r in records]
-    staged = pa.table({  # noqa: F841 (used by name in SQL)
+    return {
         "article_id": [r.article_id for r in records],
-        "url": [r.final_url or r.url for r in records],
-        "canonical_url": [r.canonical_url for r in records],
-        "source": [r.source for r in records],
-        "source_kind": [str(r.source_kind) for r in records],
-        "domain": [r.domain for r in records],
         "title": [r.title for r in records],
         "authors": pa.array([_list(r.authors) for r in records], pa.list_(pa.string())),
         "published_at": pa.array([r.published_at for r in records], pa.timestamp("us", tz="UTC")),
@@ -300,6 +297,20 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "tags": pa.array([_list(e.tags) for e in ex], pa.list_(pa.string())),
         "image": [e.image for e in ex],
         "page_canonical": [e.canonical_link for e in ex],
+        "extractor_version": [e.extractor_version for e in ex],
+        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
+        "extraction_settings": [e.extraction_settings or None for e in ex],
+    }
+
+
+def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Sequence[Article]) -> None:
+    staged = pa.table({  # noqa: F841 (used by name in SQL)
+        **_extraction_columns(records),
+        "url": [r.final_url or r.url for r in records],
+        "canonical_url": [r.canonical_url for r in records],
+        "source": [r.source for r in records],
+        "source_kind": [str(r.source_kind) for r in records],
+        "domain": [r.domain for r in records],
         "feed_guid": [r.hints.guid for r in records],
         "feed_title": [r.hints.title for r in records],
         "feed_published": pa.array([r.hints.published for r in records], pa.timestamp("us", tz="UTC")),
@@ -310,9 +321,6 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "raw_path": [r.raw.path if r.raw else None for r in records],
         "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
         "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
-        "extractor_version": [e.extractor_version for e in ex],
-        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
-        "extraction_settings": [e.extraction_settings or None for e in ex],
     })
     # cluster_id is the article itself until near-duplicate clustering assigns one.
     con.execute(
@@ -325,9 +333,17 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
 
 def _cluster(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
     """Sign the new articles and join them to the clusters of the stored texts they nearly repeat."""
-    sigs = signatures(r.extracted.text for r in records)  # type: ignore[union-attr]
-    return add_signatures(con, [SignedArticle(r.article_id, r.published_at, r.fetched_at, sig)  # type: ignore[arg-type]
-                                for r, sig in zip(records, sigs, strict=True)])
+    return add_signatures(con, [SignedArticle(r.article_id, r.published_at, r.fetched_at, _signature(r))  # type: ignore[arg-type]
+                                for r in records])
+
+
+def _signature(record: Article) -> np.ndarray | None:
+    """The MinHash the extraction worker computed, or (records built elsewhere) one computed now."""
+    ex = record.extracted
+    if ex is not None and ex.signature is not None:
+        return np.frombuffer(ex.signature, dtype="<u4")
+    [signature] = signatures([ex.text if ex else ""])
+    return signature
 
 
 def _insert_aliases(con: duckdb.DuckDBPyConnection, records: Sequence[Article], now: datetime) -> None:
@@ -451,33 +467,39 @@ def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],
 
 
 def _update_articles(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
-    ex = [r.extracted for r in records]
-    staged = pa.table({  # noqa: F841 (used by name in SQL)
-        "article_id": [r.article_id for r in records],
-        "title": [r.title for r in records],
-        "authors": pa.array([_list(r.authors) for r in records], pa.list_(pa.string())),
-        "published_at": pa.array([r.published_at for r in records], pa.timestamp("us", tz="UTC")),
-        "language": [r.language for r in records],
-        "text": [e.text for e in ex],
-        "word_count": pa.array([r.word_count for r in records], pa.int32()),
-        "content_hash": [r.content_hash for r in records],
-        "site_name": [e.site_name for e in ex],
-        "description": [e.description for e in ex],
-        "categories": pa.array([_list(e.categories) for e in ex], pa.list_(pa.string())),
-        "tags": pa.array([_list(e.tags) for e in ex], pa.list_(pa.string())),
-        "image": [e.image for e in ex],
-        "page_canonical": [e.canonical_link for e in ex],
-        "extractor_version": [e.extractor_version for e in ex],
-        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
-        "extraction_settings": [e.extraction_settings or None for e in ex],
-    })
+    staged = pa.table(_extraction_columns(records))  # noqa: F841 (used by name in SQL)
     sets = ", ".join(f"{c} = s.{c}" for c in [*_EXTRACTED_COLUMNS, "extractor_version", "field_sources",
                                                  "extraction_settings"])
     differs = " OR ".join(f"a.{c} IS DISTINCT FROM s.{c}" for c in _EXTRACTED_COLUMNS)
-    (count,) = con.execute(
-        f"UPDATE articles AS a SET {sets} FROM staged s WHERE a.article_id = s.article_id AND ({differs})"
-    ).fetchone()
-    return int(count)
+    updated = {article_id for (article_id,) in con.execute(
+        f"UPDATE articles AS a SET {sets} FROM staged s WHERE a.article_id = s.article_id AND ({differs}) "
+        "RETURNING a.article_id").fetchall()}
+    _resign(con, [r for r in records if r.article_id in updated])
+    return len(updated)
+
+
+def _resign(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> None:
+    """Replace the similarity signatures of re-extracted articles (their clusters are then rebuilt
+    by `recluster`: a changed text may leave or join a cluster, or stop bridging two)."""
+    if not records:
+        return
+    staged_ids = pa.table({"article_id": [r.article_id for r in records]})  # noqa: F841
+    con.execute("DELETE FROM signature_bands WHERE sig_key IN "
+                "(SELECT sig_key FROM article_signatures JOIN staged_ids USING (article_id))")
+    con.execute("DELETE FROM article_signatures WHERE article_id IN (SELECT article_id FROM staged_ids)")
+    signed = [(r, sig) for r in records if (sig := _signature(r)) is not None]
+    if signed:
+        insert_signatures(con, [r.article_id for r, _ in signed], [r.published_at for r, _ in signed],
+                          [r.fetched_at for r, _ in signed], np.stack([sig for _, sig in signed]))
+
+
+def recluster(db: Path | str) -> int:
+    """Rebuild every cluster from the stored signatures, with the articles' current dates;
+    returns how many articles changed cluster (after a re-extraction)."""
+    with transaction(db) as con:
+        con.execute("UPDATE article_signatures AS s SET published_at = a.published_at FROM articles a "
+                    "WHERE a.article_id = s.article_id AND a.published_at IS DISTINCT FROM s.published_at")
+        return rebuild_clusters(con)
 
 
 # ---------------------------------------------------------------- per-site boilerplate (issue 8)
@@ -698,6 +720,7 @@ from prefect.cache_policies import NONE  # noqa: E402
 start_run_task = task(name="start-run", cache_policy=NONE)(start_run)
 finish_run_task = task(name="finish-run", cache_policy=NONE)(finish_run)
 known_urls_task = task(name="known-urls", cache_policy=NONE)(known_urls)
+recluster_task = task(name="recluster", cache_policy=NONE)(recluster)
 load_task = task(name="load", cache_policy=NONE, retries=2, retry_delay_seconds=5)(load_batch)
 record_partition_task = task(name="record-partition", cache_policy=NONE)(record_partition)
 save_source_states_task = task(name="save-source-states", cache_policy=NONE)(save_source_states)

@@ -9,6 +9,7 @@ library parses, so no date-guessing library (dateparser) is pulled in.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ FUTURE_SLACK = timedelta(days=1)
 
 # --- URLs and ids ---------------------------------------------------------------------------
 
+@lru_cache(maxsize=65536)  # pure, and called for the same URLs by dedupe, load and normalise
 def canonical_url(url: str) -> str:
     """`url` without trackers (utm_*, fbclid, gclid...), default port, fragment or AMP marker;
     scheme and host lowercased."""

@@ -15,7 +15,6 @@ sources of their own in the same run; a bomb fails its source (`sources.last_sta
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re

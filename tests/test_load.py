@@ -162,3 +162,24 @@ def test_source_states_round_trip(fresh_db: Path):
                                         "last_checked_at": FETCHED, "last_status": "error",
                                         "last_error": "timeout"}])
     assert load.source_states(fresh_db) == {"f": {"etag": '"v1"', "last_modified": None, "body_hash": "h1"}}
+
+
+def test_reextraction_that_changes_a_text_reclusters(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    first = article("https://first.example/wire", text=WIRE, domain="first.example")
+    copy = article("https://second.example/copy", text=WIRE + " Officials declined to comment.",
+                   domain="second.example")
+    load.load_batch(fresh_db, "run-1", [first, copy])
+
+    def clusters() -> dict[str, str]:
+        with duckdb.connect(str(fresh_db), read_only=True) as con:
+            return dict(con.execute("SELECT article_id, cluster_id FROM articles").fetchall())
+
+    assert len(set(clusters().values())) == 1
+    rewritten = copy.replace(extracted=Extracted(
+        text="The town council voted on Monday to close the old swimming baths on Mill Lane after engineers "
+             "found cracks in the roof beams, ending eighty years of public bathing in the building.",
+        extractor_version="test-2"))
+    assert load.update_extractions(fresh_db, "run-2", [rewritten]) == 1
+    assert load.recluster(fresh_db) >= 1
+    assert clusters() == {first.article_id: first.article_id, copy.article_id: copy.article_id}
