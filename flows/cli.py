@@ -86,14 +86,21 @@ def _check_db_writable(db: Path) -> None:
 
 
 def _print_summary(summary: list[dict[str, Any]], db: Path) -> None:
+    """Counts per source and state, then each source's top reasons below (a table of nine
+    columns and free text does not fit an 80-column terminal)."""
     from flows.report import COLUMNS
 
+    console = Console()
     table = Table(title=f"newsflow ingest -> {db}")
-    for column in [*COLUMNS, "top reasons"]:
-        table.add_column(column, justify="left" if column in ("source", "top reasons") else "right")
+    short = {"discovered": "found", "duplicate": "dup", "not_article": "not art"}
+    for column in COLUMNS:
+        table.add_column(short.get(column, column), justify="left" if column == "source" else "right")
     for entry in summary:
-        table.add_row(*(str(entry[c]) for c in COLUMNS), "\n".join(entry["top_reasons"]))
-    Console().print(table)
+        table.add_row(*(str(entry[c]) for c in COLUMNS))
+    console.print(table)
+    for entry in summary:
+        if entry["top_reasons"]:
+            console.print(f"{entry['source']}: " + ", ".join(entry["top_reasons"]), highlight=False)
 
 
 @app.command()
