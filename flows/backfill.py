@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from tasks.backfill import Request, Window, backfill_batch_task, clean_domains, plan_task, reextract_batch_task, run_partitions
 from tasks.load import finish_run_task, recluster_task, refresh_search_task, start_run_task
@@ -50,7 +51,8 @@ def backfill(
 def _run_batch(batch_task: Any, db: Path, run_id: str, settings: Settings, window: Window,
                records: list, partition: dict | None) -> dict[str, int]:
     """One task run for one batch."""
-    return batch_task(db, run_id, records, settings, window, partition)
+    # quote(): Prefect would otherwise walk every record of the batch looking for futures
+    return batch_task(db, run_id, quote(records), settings, window, partition)
 
 
 def _parameters(request: Request) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from flows.report import publish_summary
 from tasks.load import finish_run_task, refresh_search_task, save_source_states_task, start_run_task
@@ -50,7 +51,8 @@ def ingest(
     start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
     candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
     for batch in batches(candidates, settings.batch_size):
-        process_batch_task(db_path, run_id, batch, settings)  # skip known, fetch, extract, normalise, load
+        # quote(): Prefect would otherwise walk every record of the batch looking for futures
+        process_batch_task(db_path, run_id, quote(batch), settings)  # skip known, fetch, extract, normalise, load
     save_source_states_task(db_path, source_states)
     finish_run_task(db_path, run_id, len(candidates))
     refresh_search_task(db_path)

@@ -88,23 +88,12 @@ MIN_SHARE = 0.2
 MAX_WORDS = 40
 
 
+# The counting itself is set-based SQL over the stored texts: tasks/load.py `site_boilerplate`.
+
+
 def line_key(line: str) -> str:
     """The stable key of a line: 16 hex chars of a hash of its casefolded, space-collapsed text."""
     return hashlib.blake2b(" ".join(line.casefold().split()).encode("utf-8"), digest_size=8).hexdigest()
-
-
-def recurring_keys(texts: Iterable[str], min_articles: int = MIN_ARTICLES,
-                   min_share: float = MIN_SHARE) -> frozenset[str]:
-    """Keys of the short lines that recur in at least `min_articles` and `min_share` of `texts`."""
-    counts: dict[str, int] = {}
-    total = 0
-    for text in texts:
-        total += 1
-        for key in {line_key(line) for line in text.splitlines()
-                    if line.strip() and len(tokens(line)) <= MAX_WORDS}:
-            counts[key] = counts.get(key, 0) + 1
-    needed = max(min_articles, min_share * total)
-    return frozenset(key for key, n in counts.items() if n >= needed)
 
 
 def drop_known(blocks: Sequence[Block], keys: frozenset[str]) -> list[Block]:

@@ -300,7 +300,7 @@ def test_benchmark_f1() -> None:
 
 # --- issue 8: evidence beyond one extractor, metadata with sources ------------------------------
 
-from tasks.boilerplate import Block, line_key, recurring_keys, shingles, trim_edges  # noqa: E402
+from tasks.boilerplate import Block, line_key, shingles, trim_edges  # noqa: E402
 
 NEWSLETTER = "Sign up for the Morning Brief, our daily newsletter, delivered to your inbox."
 
@@ -316,24 +316,34 @@ def test_trim_edges_drops_unsupported_edges_but_never_quotes_or_the_middle() -> 
     assert trim_edges(blocks, set()) == blocks  # no evidence, no change
 
 
-def test_recurring_lines_need_several_articles() -> None:
-    texts = [f"{p}\n{NEWSLETTER}" for p in PARAGRAPHS]
-    assert recurring_keys(texts) == {line_key(NEWSLETTER)}
-    assert recurring_keys(texts[:2]) == frozenset()  # two articles are not a pattern yet
+def store(db: Path, texts: list[str]) -> None:
+    from tasks.load import ensure_schema, transaction
+
+    ensure_schema(db)
+    with transaction(db) as con:
+        for i, text in enumerate(texts):
+            con.execute("INSERT INTO articles (article_id, url, canonical_url, domain, text, fetched_at) "
+                        "VALUES (?, ?, ?, 'gazette.example', ?, now())",
+                        [f"id{i}", f"https://gazette.example/{i}", f"https://gazette.example/{i}", text])
+
+
+def test_recurring_lines_need_several_articles(tmp_path: Path) -> None:
+    from tasks.load import site_boilerplate
+
+    store(tmp_path / "two.duckdb", [f"{p}\n{NEWSLETTER}" for p in PARAGRAPHS[:2]])
+    assert site_boilerplate(tmp_path / "two.duckdb", ["gazette.example"]) == {}  # two articles are not a pattern yet
+    spaced = f"  {NEWSLETTER.upper()}  "  # case and spacing do not make another line
+    store(tmp_path / "more.duckdb", [f"{p}\n{NEWSLETTER}" for p in PARAGRAPHS[:2]] + [f"{PARAGRAPHS[2]}\n{spaced}"])
+    assert site_boilerplate(tmp_path / "more.duckdb", ["gazette.example"]) == \
+        {"gazette.example": frozenset({line_key(NEWSLETTER)})}
 
 
 def test_site_boilerplate_is_learned_from_stored_articles(tmp_path: Path) -> None:
     # Imported here: pool workers import this module to run its helpers, and tasks.load imports prefect.
-    from tasks.load import ensure_schema, site_boilerplate, transaction
+    from tasks.load import site_boilerplate
 
     db = tmp_path / "news.duckdb"
-    ensure_schema(db)
-    with transaction(db) as con:
-        for i, paragraph in enumerate(PARAGRAPHS):
-            con.execute("INSERT INTO articles (article_id, url, canonical_url, domain, text, fetched_at) "
-                        "VALUES (?, ?, ?, 'gazette.example', ?, now())",
-                        [f"id{i}", f"https://gazette.example/{i}", f"https://gazette.example/{i}",
-                         f"{paragraph}\n{NEWSLETTER}"])
+    store(db, [f"{paragraph}\n{NEWSLETTER}" for paragraph in PARAGRAPHS])
     learned = site_boilerplate(db, ["gazette.example", "other.example"])
     assert learned == {"gazette.example": frozenset({line_key(NEWSLETTER)})}
 
