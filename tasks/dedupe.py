@@ -100,10 +100,3 @@ def _check_one(record: Article, known: KnownKeys, batch_urls: dict[str, str],
 
 def _first_hit(keys: Iterable[str], known: Mapping[str, str]) -> str | None:
     return next((known[k] for k in keys if k in known), None)
-
-
-# ---------------------------------------------------------------- Prefect tasks (thin wrappers)
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NONE  # noqa: E402
-
-skip_known_task = task(name="skip-known-urls", cache_policy=NONE)(skip_known_urls)

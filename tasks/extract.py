@@ -10,7 +10,7 @@ concurrent threads (trafilatura #840, #925). Workers read the raw bytes from the
 themselves, so HTML never crosses a process or task boundary (STYLE.md rule 3).
 
 This module does not import prefect: worker processes import it to run `_extract_job` and would
-otherwise pay Prefect's import on every pool start. `extract_task` is built on first access.
+otherwise pay Prefect's import on every pool start. The task that runs it is tasks/pipeline.py's.
 """
 
 from __future__ import annotations
@@ -725,21 +725,3 @@ def _apply(record: Article, outcome: Outcome) -> Article:
     if isinstance(outcome.value, _Verdict):
         return record.finish(outcome.value.state, outcome.value.reason)
     return record.replace(extracted=outcome.value)
-
-
-def __getattr__(name: str) -> object:
-    """`extract_task`, the Prefect task, built on first access so that workers never import prefect."""
-    if name != "extract_task":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from prefect import task
-    from prefect.cache_policies import NONE
-
-    @task(name="extract", cache_policy=NONE)
-    def extract_task(records: list[Article], settings: Settings, db: Path | None = None) -> list[Article]:
-        """Extract one batch in the worker pool (with `db`, minus each site's learned boilerplate)."""
-        result = extract_batch(records, settings, db)
-        log.info("extracted %d of %d records", sum(r.extracted is not None for r in result), len(result))
-        return result
-
-    globals()[name] = extract_task
-    return extract_task

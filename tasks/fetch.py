@@ -96,8 +96,6 @@ from typing import BinaryIO, TypeVar
 
 import brotli
 import httpx
-from prefect import task
-from prefect.cache_policies import NONE
 
 from tasks.archive import RawWriter, raw_writer
 from tasks.pacing import Pacer
@@ -843,8 +841,3 @@ def _decoder(content_encoding: str) -> _Chain:
         elif name != "identity":
             raise FetchError("bad-encoding")
     return _Chain(decoders)
-
-
-# --- Prefect ----------------------------------------------------------------------------------
-
-fetch_task = task(name="fetch", cache_policy=NONE)(fetch_batch)

@@ -737,10 +737,6 @@ from prefect.cache_policies import NONE  # noqa: E402
 
 start_run_task = task(name="start-run", cache_policy=NONE)(start_run)
 finish_run_task = task(name="finish-run", cache_policy=NONE)(finish_run)
-known_urls_task = task(name="known-urls", cache_policy=NONE)(known_urls)
 recluster_task = task(name="recluster", cache_policy=NONE)(recluster)
-load_task = task(name="load", cache_policy=NONE, retries=2, retry_delay_seconds=5)(load_batch)
-record_partition_task = task(name="record-partition", cache_policy=NONE)(record_partition)
 save_source_states_task = task(name="save-source-states", cache_policy=NONE)(save_source_states)
 refresh_search_task = task(name="refresh-search", cache_policy=NONE)(refresh_search_if_available)
-site_boilerplate_task = task(name="site-boilerplate", cache_policy=NONE)(site_boilerplate)

@@ -287,15 +287,3 @@ def _normalise(record: Article) -> Article:
         word_count=word_count(page.text),
         content_hash=content_hash(page.text),
     )
-
-
-def __getattr__(name: str) -> object:
-    """`normalise_task`, the Prefect task, built on first use (see tasks/extract.py for why lazily)."""
-    if name != "normalise_task":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from prefect import task
-    from prefect.cache_policies import NONE
-
-    wrapped = task(name="normalise", cache_policy=NONE)(normalise_batch)
-    globals()[name] = wrapped
-    return wrapped
