@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import brotli
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 Body = bytes | Iterable[bytes]
@@ -147,3 +150,23 @@ def html(body: str | bytes, status: int = 200, **headers: str) -> Reply:
 def redirect(location: str, status: int = 302) -> Reply:
     """A static redirect reply."""
     return status, {"Location": location}, b""
+
+
+# --- decompression bombs: huge bodies produced lazily, never materialised ---------------------
+
+def zeros_gzip(total: int = 1 << 30) -> Iterator[bytes]:
+    """`total` zero bytes gzip-compressed, produced lazily (never materialised)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1 << 20)
+    for _ in range(total // len(block)):
+        yield comp.compress(block)
+    yield comp.flush()
+
+
+def zeros_brotli(total: int = 1 << 30) -> Iterator[bytes]:
+    """`total` zero bytes brotli-compressed, produced lazily."""
+    comp = brotli.Compressor(quality=5)
+    block = bytes(1 << 20)
+    for _ in range(total // len(block)):
+        yield comp.process(block) + comp.flush()
+    yield comp.finish()

@@ -8,7 +8,6 @@ import ipaddress
 import itertools
 import time
 import tracemalloc
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -33,7 +32,7 @@ from tasks.fetch import (
 )
 from tasks.records import Article, RawRef, SourceKind, State
 from tasks.settings import Settings
-from tests.servers import Request, html, redirect, serve
+from tests.servers import Request, html, redirect, serve, zeros_brotli, zeros_gzip
 
 PAGE = "<!doctype html><html><head><meta charset=utf-8><title>T</title></head><body><p>Grüße</p></body></html>"
 
@@ -57,24 +56,6 @@ def article(url: str) -> Article:
 def fetch_one(url: str, settings: Settings) -> Article:
     [result] = fetch_batch([article(url)], settings)
     return result
-
-
-def zeros_gzip(total: int = 1 << 30) -> Iterator[bytes]:
-    """`total` zero bytes gzip-compressed, produced lazily (never materialised)."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    block = bytes(1 << 20)
-    for _ in range(total // len(block)):
-        yield comp.compress(block)
-    yield comp.flush()
-
-
-def zeros_brotli(total: int = 1 << 30) -> Iterator[bytes]:
-    """`total` zero bytes brotli-compressed, produced lazily."""
-    comp = brotli.Compressor(quality=5)
-    block = bytes(1 << 20)
-    for _ in range(total // len(block)):
-        yield comp.process(block) + comp.flush()
-    yield comp.finish()
 
 
 # --- successes ----------------------------------------------------------------------------------

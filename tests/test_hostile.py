@@ -21,7 +21,6 @@ import re
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import duckdb
 import pytest
 
 from tests.conftest import REPO, SAMPLE, rss, sample_pages
-from tests.servers import Request, html, redirect, serve
+from tests.servers import Request, html, redirect, serve, zeros_brotli, zeros_gzip
 
 FIXTURES = REPO / "tests" / "fixtures" / "sources"
 # The issue's bound for the whole CLI run. Most of it is Prefect's ephemeral server starting
@@ -93,21 +92,6 @@ def invalid_utf8_page() -> bytes:
     return body.replace(b"</p>", b"\xff\xfe\xc3(</p>", 3)  # stray and broken sequences
 
 
-def zeros_gzip(total: int = 1 << 30) -> Iterator[bytes]:
-    """1 GB of zeros, gzip-compressed lazily (about 1 MB on the wire)."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    block = bytes(1 << 20)
-    for _ in range(total // len(block)):
-        yield comp.compress(block)
-    yield comp.flush()
-
-
-def zeros_brotli(total: int = 1 << 30) -> Iterator[bytes]:
-    comp = brotli.Compressor(quality=5)
-    block = bytes(1 << 20)
-    for _ in range(total // len(block)):
-        yield comp.process(block) + comp.flush()
-    yield comp.finish()
 
 
 def stacked_bomb() -> Iterator[bytes]:
