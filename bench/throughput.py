@@ -215,9 +215,12 @@ def limit(warc: Path, mode: str, workers: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- (b0) without Prefect
 
 def plain_backfill(warc: Path, db: Path) -> dict[str, Any]:
-    """The backfill flow's stage functions, called directly (no Prefect)."""
-    from tasks.backfill import Request, backfill_batch, plan, run_partitions
+    """The backfill flow's stage functions, pipelined the same way by plain threads (no Prefect)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.backfill import BatchStages, Request, backfill_prepare, plan, run_partitions
     from tasks.load import finish_run, start_run
+    from tasks.pipeline import load_prepared
     from tasks.settings import Settings
 
     request = Request(warcs=(str(warc),)).check()
@@ -225,8 +228,11 @@ def plain_backfill(warc: Path, db: Path) -> dict[str, Any]:
     run_id = f"plain-{uuid.uuid4()}"
     start_run(db, run_id, "backfill", {"warcs": [str(warc)]})
     partitions = plan(request, settings, db)
-    results = run_partitions(partitions, settings, db, run_id, (),
-                             lambda records, row: backfill_batch(db, run_id, records, settings, request.window, row))
+    with ThreadPoolExecutor(4) as threads:
+        stages = BatchStages(
+            lambda batch: threads.submit(backfill_prepare, db, batch, settings, request.window),
+            lambda prepared, row: threads.submit(load_prepared, db, run_id, prepared, row))
+        results = run_partitions(partitions, settings, db, run_id, (), stages)
     finish_run(db, run_id, sum(r.counts["records"] for r in results))
     from tasks.extract import shutdown_pool
 

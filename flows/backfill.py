@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from tasks.backfill import Request, Window, backfill_batch_task, clean_domains, plan_task, reextract_batch_task, run_partitions
-from tasks.load import finish_run_task, recluster_task, refresh_search_task, start_run_task
+from tasks.backfill import (BatchStages, Request, Window, backfill_prepare_task, clean_domains, plan_task,
+                            reextract_load_task, reextract_prepare_task, run_partitions)
+from tasks.load import finish_run_task, learn_boilerplate_task, recluster_task, refresh_search_task, start_run_task
+from tasks.pipeline import load_batch_task
 from tasks.settings import Settings
 
 
@@ -36,9 +37,10 @@ def backfill(
     run_id = flow_run.id or f"local-{uuid.uuid4()}"
     start_run_task(db_path, run_id, "reextract" if reextract else "backfill", {**_parameters(request), "db": str(db_path)})
     partitions = plan_task(request, settings, db_path)
-    batch_task = reextract_batch_task if reextract else backfill_batch_task
-    run_batch = partial(_run_batch, batch_task, db_path, run_id, settings, request.window)
-    results = run_partitions(partitions, settings, db_path, run_id, request.domains, run_batch, get_run_logger())
+    if reextract:
+        learn_boilerplate_task(db_path)  # what every site repeats, from all that is stored (see finish_run)
+    stages = _stages(db_path, run_id, settings, request)
+    results = run_partitions(partitions, settings, db_path, run_id, request.domains, stages, get_run_logger())
     finish_run_task(db_path, run_id, sum(r.counts["records"] - r.counts["filtered"] for r in results),
                     "failed" if any(r.status == "failed" for r in results) else "completed")
     if reextract:
@@ -48,11 +50,14 @@ def backfill(
             "results": [r.summary() for r in results]}
 
 
-def _run_batch(batch_task: Any, db: Path, run_id: str, settings: Settings, window: Window,
-               records: list, partition: dict | None) -> dict[str, int]:
-    """One task run for one batch."""
-    # quote(): Prefect would otherwise walk every record of the batch looking for futures
-    return batch_task(db, run_id, quote(records), settings, window, partition)
+def _stages(db: Path, run_id: str, settings: Settings, request: Request) -> BatchStages:
+    """Each batch as two task runs, submitted (tasks/pipeline.py overlaps them)."""
+    # quote(): Prefect would otherwise walk every record of a batch looking for futures
+    if request.reextract:
+        return BatchStages(lambda batch: reextract_prepare_task.submit(db, quote(batch), settings),
+                           lambda prepared, row: reextract_load_task.submit(db, run_id, quote(prepared), row))
+    return BatchStages(lambda batch: backfill_prepare_task.submit(db, quote(batch), settings, request.window),
+                       lambda prepared, row: load_batch_task.submit(db, run_id, quote(prepared), row))
 
 
 def _parameters(request: Request) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The `ingest` flow: discover -> fetch -> extract -> normalise -> dedupe + load, one task run per batch."""
+"""The `ingest` flow: discover -> fetch -> extract -> normalise -> dedupe + load, two task runs per batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prefect.utilities.annotations import quote
 
 from flows.report import publish_summary
 from tasks.load import finish_run_task, refresh_search_task, save_source_states_task, start_run_task
-from tasks.pipeline import process_batch_task
+from tasks.pipeline import load_batch_task, pipelined, prepare_batch_task
 from tasks.records import batches
 from tasks.settings import Settings
 from tasks.sources import discover_task, source_specs
@@ -50,9 +50,11 @@ def ingest(
     specs = source_specs(feeds, sitemaps, urls, urls_file, warcs, settings, use_defaults=not retry_failed)
     start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
     candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
-    for batch in batches(candidates, settings.batch_size):
-        # quote(): Prefect would otherwise walk every record of the batch looking for futures
-        process_batch_task(db_path, run_id, quote(batch), settings)  # skip known, fetch, extract, normalise, load
+    # quote(): Prefect would otherwise walk every record of a batch looking for futures
+    for _ in pipelined(batches(candidates, settings.batch_size),
+                       lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
+                       lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
+        pass  # the counts are read back from `fetches` by finish_run and publish_summary
     save_source_states_task(db_path, source_states)
     finish_run_task(db_path, run_id, len(candidates))
     refresh_search_task(db_path)

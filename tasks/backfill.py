@@ -6,9 +6,10 @@ A backfill is split into partitions, each a unit that finishes or fails as a who
     sitemap    one day of one sitemap (by news:publication_date, else lastmod)
     reextract  the archived articles of one raw WARC file, re-extracted in place
 
-Within a partition, records go in batches of `settings.batch_size` through one task run each
-(`backfill_batch` / `reextract_batch`). The last batch records its partition as finished in the
-same transaction that loads it, so after a `kill -9` a rerun skips the finished partitions and
+Within a partition, records go in batches of `settings.batch_size` through two task runs each,
+a prepare and a load (`backfill_prepare` / `reextract_prepare`, then `load_prepared` /
+`reextract_load`), pipelined by `tasks.pipeline.pipelined`: loads run in batch order, and the
+last one records the partition as finished in the same transaction that loads its batch, so after a `kill -9` a rerun skips the finished partitions and
 redoes the rest; records of a half-done partition that were loaded are then known URLs, skipped
 before extraction, and since loads are idempotent the tables end up as an uninterrupted run's.
 
@@ -42,7 +43,7 @@ from tasks.load import (finished_partitions, record_partition, reextract_candida
                         update_extractions)
 from tasks.normalise import domain_of, normalise_batch
 from tasks.records import Article, Hints, RawRef, SourceKind, State, batches
-from tasks.pipeline import process_batch
+from tasks.pipeline import Pending, pipelined, prepare_batch
 from tasks.settings import Settings
 from tasks.sources import (MAX_SITEMAP_BYTES, SourceError, SourceSpec, discover, download_warc, iter_warc)
 
@@ -226,27 +227,36 @@ def _stored_record(row: dict[str, Any]) -> Article:
 
 # --- one batch (the task runs) ------------------------------------------------------------------
 
-def backfill_batch(db: Path, run_id: str, records: list[Article], settings: Settings, window: Window,
-                   partition: dict[str, Any] | None = None) -> dict[str, int]:
-    """skip known -> fetch (sitemap pages only) -> extract -> normalise -> window -> load; the states counted."""
-    return process_batch(db, run_id, records, settings, partial(apply_window, window=window), partition)
+def backfill_prepare(db: Path, records: list[Article], settings: Settings, window: Window) -> list[Article]:
+    """skip known -> fetch (sitemap pages only) -> extract -> normalise -> the date window."""
+    return prepare_batch(db, records, settings, partial(apply_window, window=window))
 
 
-def reextract_batch(db: Path, run_id: str, records: list[Article], settings: Settings, window: Window,
-                    partition: dict[str, Any] | None = None) -> dict[str, int]:
-    """Extract and normalise archived articles again and update the changed ones in place (same ids)."""
-    extracted = normalise_batch(extract_batch(records, settings))
+def reextract_prepare(db: Path, records: list[Article], settings: Settings) -> list[Article]:
+    """Archived articles extracted and normalised again, keeping their stored ids."""
+    extracted = normalise_batch(extract_batch(records, settings, db))
     # The id stays the stored one, even if URL canonicalisation has changed since it was loaded.
-    fresh = [new.replace(article_id=old.article_id) for old, new in zip(records, extracted, strict=True)]
-    changed = update_extractions(db, run_id, fresh, partition)
-    counts = Counter(f"{r.state}" for r in fresh if r.done)
-    counts.update(changed=changed, unchanged=sum(not r.done for r in fresh) - changed)
+    return [new.replace(article_id=old.article_id) for old, new in zip(records, extracted, strict=True)]
+
+
+def reextract_load(db: Path, run_id: str, records: list[Article],
+                   partition: dict[str, Any] | None = None) -> dict[str, int]:
+    """Update the re-extracted articles whose extraction changed, in place; the states counted."""
+    changed = update_extractions(db, run_id, records, partition)
+    counts = Counter(f"{r.state}" for r in records if r.done)
+    counts.update(changed=changed, unchanged=sum(not r.done for r in records) - changed)
     return dict(counts)
 
 
 # --- one partition ------------------------------------------------------------------------------
 
-BatchRunner = Callable[[list[Article], dict[str, Any] | None], dict[str, int]]
+@dataclass(frozen=True, slots=True)
+class BatchStages:
+    """How a partition's batches are run: `prepare(batch)` and then, in batch order,
+    `load(prepared, partition_row)`; each returns pending work (a Prefect future in the flow)."""
+
+    prepare: Callable[[list[Article]], Pending[list[Article]]]
+    load: Callable[[list[Article], dict[str, Any] | None], Pending[dict[str, int]]]
 
 
 @dataclass(slots=True)
@@ -286,29 +296,43 @@ def _selected(records: Iterable[Article], domains: Sequence[str], counts: Counte
             counts["filtered"] += 1
 
 
-def run_partition(partition: Partition, settings: Settings, domains: Sequence[str], run_batch: BatchRunner,
+def run_partition(partition: Partition, settings: Settings, domains: Sequence[str], stages: BatchStages,
                   progress: BackfillProgress | None = None) -> PartitionResult:
-    """Every batch of one partition; its last batch records it as done. A corrupt source fails it."""
+    """Every batch of one partition (pipelined: tasks/pipeline.py); its last load records it as
+    done. A corrupt source fails it, after the batches read before the damage are loaded."""
     started, counts = time.monotonic(), Counter[str]()
-    chunks = batches(_selected(partition_records(partition, settings), domains, counts), settings.batch_size)
+    records = _selected(partition_records(partition, settings), domains, counts)
+
+    def load(item: tuple[list[Article], bool], prepared: list[Article]) -> Pending[dict[str, int]]:
+        # Built when the load starts, after every earlier load was counted ("changed" adds up).
+        return stages.load(prepared, partition.row("done", counts) if item[1] else None)
+
     try:
-        batch = next(chunks, None)
-        if batch is None:  # nothing on the wanted domains: an empty last batch records it as done
-            run_batch([], partition.row("done", counts))
-        while batch is not None:
-            following = next(chunks, None)  # read ahead: the last batch finishes the partition
-            row = partition.row("done", counts) if following is None else None
-            counts.update(run_batch(batch, row))
-            if progress is not None:
+        for (batch, _), result in pipelined(_with_last(batches(records, settings.batch_size)),
+                                            lambda item: stages.prepare(item[0]), load):
+            counts.update(result)
+            if progress is not None and batch:
                 progress.advance(partition, batch)
-            batch = following
     except SourceError as exc:
         return PartitionResult(partition, "failed", counts, time.monotonic() - started, str(exc))
     return PartitionResult(partition, "done", counts, time.monotonic() - started)
 
 
+def _with_last(chunks: Iterator[list[Article]]) -> Iterator[tuple[list[Article], bool]]:
+    """Each batch and whether it is the last (read ahead by one); a single empty batch when there
+    are none, so that a partition with nothing to do is still recorded as done."""
+    batch = next(chunks, None)
+    if batch is None:
+        yield [], True
+        return
+    while batch is not None:
+        following = next(chunks, None)
+        yield batch, following is None
+        batch = following
+
+
 def run_partitions(partitions: Sequence[Partition], settings: Settings, db: Path, run_id: str,
-                   domains: Sequence[str], run_batch: BatchRunner,
+                   domains: Sequence[str], stages: BatchStages,
                    logger: logging.Logger | logging.LoggerAdapter[Any] = log) -> list[PartitionResult]:
     """Run the partitions an earlier run has not finished, one after another; a failed one is
     recorded with its reason and the others still run."""
@@ -318,7 +342,7 @@ def run_partitions(partitions: Sequence[Partition], settings: Settings, db: Path
     results = []
     with BackfillProgress(todo) as progress:
         for partition in todo:
-            result = run_partition(partition, settings, domains, run_batch, progress)
+            result = run_partition(partition, settings, domains, stages, progress)
             if result.status == "failed":
                 record_partition(db, run_id, partition.row("failed", result.counts, result.reason))
             progress.finish(partition)
@@ -388,5 +412,7 @@ from prefect import task  # noqa: E402  (at the bottom: the logic above needs no
 from prefect.cache_policies import NONE  # noqa: E402
 
 plan_task = task(name="plan-backfill", cache_policy=NONE)(plan)
-backfill_batch_task = task(name="backfill-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(backfill_batch)
-reextract_batch_task = task(name="reextract-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(reextract_batch)
+backfill_prepare_task = task(name="prepare-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(backfill_prepare)
+reextract_prepare_task = task(name="reextract-prepare", cache_policy=NONE, retries=1,
+                              retry_delay_seconds=5)(reextract_prepare)
+reextract_load_task = task(name="reextract-load", cache_policy=NONE, retries=1, retry_delay_seconds=5)(reextract_load)

@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessP
 from concurrent.futures.process import BrokenProcessPool
 from copy import deepcopy
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import date, datetime
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -38,6 +39,7 @@ import lxml.html
 import trafilatura
 from charset_normalizer import from_bytes
 from lxml import etree
+import trafilatura.external
 from readability import Document
 from readability.readability import Unparseable
 from trafilatura import bare_extraction
@@ -145,7 +147,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 SETTINGS_TAG = "precision"
 # The cascade around trafilatura (see `extract_body`): bump when its rules change, so that
 # `--reextract` upgrades rows extracted by an older one.
-CASCADE_VERSION = "c2"
+CASCADE_VERSION = "c3"
 EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}+{CASCADE_VERSION}"
 
 
@@ -159,13 +161,14 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
     tree = load_html(html)
     if tree is None:
         return None
+    _side_runs.readability = None
     # Returns None (not an error) on pages it cannot use, including ones nested so deeply that
     # libxml2 gives up building the tree: the caller counts those as "no-text".
     doc = bare_extraction(tree, url=url, with_metadata=True, **PROFILES[profile])
     if doc is None or not (doc.text or "").strip():
         return None
     ld = jsonld_article(tree)
-    text, steps = extract_body(tree, doc, html, ld, boilerplate)
+    text, steps = extract_body(tree, doc, html, ld, boilerplate, _side_runs.readability)
     if not text.strip():
         return None
     meta = page_metadata(tree, doc, ld, url)
@@ -190,8 +193,8 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
 
 # --- the body: trafilatura, checked against a second extractor and structured data ---------
 
-# readability-lxml runs only when this much of trafilatura's body is unconfirmed or the page
-# says (JSON-LD) that the body is longer: it costs almost as much as trafilatura itself.
+# readability-lxml runs only when the page holds much more text than the body: it costs almost
+# as much as trafilatura itself.
 # Truncation: trafilatura's text lies inside readability's, which is this many times longer.
 TRUNCATED_RATIO = 1.5
 # ... and inside means at least this share of trafilatura's shingles are in readability's.
@@ -202,46 +205,65 @@ SAME_ARTICLE = 0.5
 # readability drops these elements anyway, but parses them first, up to three times (its retry
 # loop): removing them from the string beforehand halves its cost on script-heavy news pages.
 _SCRIPTS = re.compile(r"<(script|style|svg|noscript)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-# Measured on aeb-dev (`bench/extraction_quality.py --speed`): 1.2 -> F1 0.976 at ~0.72x
-# trafilatura's speed (readability on ~35% of pages); 1.5 -> F1 0.973 at ~0.80x. Issue 8 holds
-# newsflow to >= 0.8x of trafilatura, so 1.5: the best score within that budget.
-DOUBT_RATIO = 1.5
+# A body is in doubt (truncated?) when the page holds this many times its words in <p>
+# elements; readability-lxml runs when it holds SECOND_RUN_RATIO times. Swept on aeb-dev with
+# `bench/extraction_quality.py` (F1; readability-lxml runs of 88 pages): doubt 1.5 with no
+# second run 0.970 (0); 1.5/2.0 0.973 (5); 1.2/2.5 0.973 (2); 1.2/2.0 0.976 (5); 1.2/1.2
+# 0.976 (27). Readability-lxml on every doubtful page (the cascade before trafilatura's own
+# summary was reused) scored the same 0.976 at 0.72x trafilatura's speed.
+DOUBT_RATIO = 1.2
+SECOND_RUN_RATIO = 2.0
 _BLOCK_TAGS = frozenset("p h1 h2 h3 h4 h5 h6 li blockquote pre tr dd dt figcaption".split())
 
 
-def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate: frozenset[str]) -> tuple[str, list[str]]:
-    """The body text and the cascade steps that shaped it (recorded in `extraction_settings`)."""
+def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate: frozenset[str],
+                 summary: Any = None) -> tuple[str, list[str]]:
+    """The body text and the cascade steps that shaped it (recorded in `extraction_settings`).
+
+    `summary` is readability's summary tree of the page when trafilatura already made one (see
+    `_side_runs`): the cheap second opinion. readability-lxml itself runs only when there is
+    none, or when the page holds so much more paragraph text than the body (SECOND_RUN_RATIO)
+    that truncation is likely and the cheap opinion did not show it.
+    """
     rendered = _blocks(doc.body)
     blocks = drop_known(rendered, boilerplate)
     steps = ["boilerplate"] if blocks != rendered else []
     blocks = _drop_title(blocks, doc.title)
     body = ld.get("articleBody") if isinstance(ld.get("articleBody"), str) else ""
-    if not _doubtful(tree, blocks, body):
-        return "\n".join(b.text for b in blocks), steps
-    second = _readability_text(html)
-    own = shingles("\n".join(b.text for b in blocks))
-    if second and _share(own, shingles(second)) >= CONTAINED and \
-            len(tokens(second)) >= TRUNCATED_RATIO * n_words(blocks):
-        return second, [*steps, "readability:truncated"]
-    evidence = (shingles(second) if second and _share(own, shingles(second)) >= SAME_ARTICLE else set()) | shingles(body)
+    text = "\n".join(b.text for b in blocks)
+    ratio = _paragraph_words(tree) / max(1, len(text.split()))
+    own = shingles(text) if body or ratio >= DOUBT_RATIO else set()
+    if not (_disputed(own, body) or ratio >= DOUBT_RATIO):
+        return text, steps
+    words = n_words(blocks)
+    opinions: list[tuple[str, Callable[[], str]]] = []
+    if summary is not None:
+        opinions.append(("readability", partial(_summary_text, summary)))
+    if summary is None or ratio >= SECOND_RUN_RATIO:
+        opinions.append(("readability-lxml", partial(_readability_text, html)))
+    evidence = shingles(body)
+    for name, opinion in opinions:
+        second = opinion()
+        theirs = shingles(second)
+        if second and _share(own, theirs) >= CONTAINED and len(tokens(second)) >= TRUNCATED_RATIO * words:
+            return second, [*steps, f"{name}:truncated"]
+        if _share(own, theirs) >= SAME_ARTICLE:
+            evidence |= theirs
     trimmed = trim_edges(blocks, evidence) if evidence else blocks
     if len(trimmed) != len(blocks):
         steps.append("trimmed")
     return "\n".join(b.text for b in trimmed), steps
 
 
-def _doubtful(tree: Any, blocks: list[Block], body: str) -> bool:
-    """Whether trafilatura's body may be truncated or padded, judged cheaply (before readability).
+def _disputed(own: set[tuple[str, ...]], body: str) -> bool:
+    """Whether the page's JSON-LD articleBody and the extracted text disagree."""
+    return bool(body) and (_share(shingles(body), own) < CONTAINED or _share(own, shingles(body)) < CONTAINED)
 
-    Truncated: the page holds far more paragraph text than was extracted (DOUBT_RATIO, measured
-    on aeb-dev: 1.1 and 1.2 score alike, 1.3 loses pages; each step costs readability runs).
-    Disputed: the page's JSON-LD articleBody and the extracted text disagree.
-    """
-    own = shingles("\n".join(b.text for b in blocks))
-    if body and (_share(shingles(body), own) < CONTAINED or _share(own, shingles(body)) < CONTAINED):
-        return True
-    paragraph_words = sum(len(tokens(p.text_content())) for p in tree.iter("p"))
-    return paragraph_words >= DOUBT_RATIO * n_words(blocks)
+
+def _paragraph_words(tree: Any) -> int:
+    """Words (whitespace-separated) in the page's <p> elements: what a body that may be
+    truncated is compared with."""
+    return sum(len(p.text_content().split()) for p in tree.iter("p"))
 
 
 def _share(own: set[tuple[str, ...]], other: set[tuple[str, ...]]) -> float:
@@ -273,13 +295,39 @@ def _readability_text(html: str) -> str:
         summary = Document(_SCRIPTS.sub("", html)).summary(html_partial=True)
     except (Unparseable, ValueError, TypeError):  # readability's own failure, not ours
         return ""
-    root = lxml.html.fromstring(summary) if summary.strip() else None
+    return _summary_text(lxml.html.fromstring(summary) if summary.strip() else None)
+
+
+def _summary_text(root: Any) -> str:
+    """A readability summary tree as text, one block per line (the tree is changed: pass a copy)."""
     if root is None:
         return ""
     for element in root.iter(*_BLOCK_TAGS, "br", "div"):
         element.tail = "\n" + (element.tail or "")
     lines = (" ".join(line.split()) for line in root.text_content().splitlines())
     return "\n".join(line for line in lines if line)
+
+
+# trafilatura runs its own port of readability on every page (`external.compare_extraction`,
+# except in fast mode and for long recall-mode texts) and keeps the result only when it prefers
+# it. Running readability-lxml again for the cascade cost ~20% of extraction time on news
+# pages, so we keep a copy of trafilatura's. No public API returns it: we wrap the module
+# function that `compare_extraction` looks up by name at call time. trafilatura is pinned in
+# uv.lock; tests/test_extract.py fails if an upgrade stops calling the hook, and the cascade
+# then falls back to running readability-lxml itself.
+_side_runs = threading.local()
+_try_readability = trafilatura.external.try_readability
+
+
+def _remembering_readability(tree: Any) -> Any:
+    summary = _try_readability(tree)
+    if getattr(_side_runs, "readability", "") is None:  # the page's first pass, not a recall retry
+        # a copy: trafilatura may adopt and clean the summary as the page's body
+        _side_runs.readability = deepcopy(summary)
+    return summary
+
+
+trafilatura.external.try_readability = _remembering_readability
 
 
 # --- metadata: structured data first, each field with its source ----------------------------

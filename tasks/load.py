@@ -214,7 +214,9 @@ def known_urls(db: Path | str, records: Sequence[Article]) -> dict[str, str]:
     keys = sorted({v for r in records if not r.done for v in url_variants(r)})
     if not keys or not Path(db).exists():
         return {}
-    with connect(db, read_only=True) as con:
+    # Read-write although it only reads: the pipeline calls it while a load holds the file open
+    # read-write in this process, and DuckDB refuses a second configuration of one file.
+    with connect(db) as con:
         return _known_urls(con, keys)
 
 
@@ -508,41 +510,82 @@ def recluster(db: Path | str) -> int:
 # repeat, bounded so that a large archive costs the same as a medium one.
 BOILERPLATE_SAMPLE = 200
 
+BOILERPLATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS site_boilerplate (  -- lines a site repeats across its articles (tasks/boilerplate.py)
+    domain     VARCHAR NOT NULL,
+    line_key   VARCHAR NOT NULL,
+    learned_at TIMESTAMPTZ,
+    PRIMARY KEY (domain, line_key)
+);
+"""
+SCHEMA += BOILERPLATE_SCHEMA
 
-def site_boilerplate(db: Path | str, domains: Sequence[str],
-                     sample: int = BOILERPLATE_SAMPLE) -> dict[str, frozenset[str]]:
-    """Per domain, the `line_key`s of the short lines its stored articles keep repeating (read-only)."""
+
+def site_boilerplate(db: Path | str, domains: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Per domain, the `line_key`s learned as its furniture (`learn_site_boilerplate`).
+
+    A read-write connection although it only reads: it runs while the pipeline's loads hold the
+    file open read-write in this process, and DuckDB refuses a second configuration of one file.
+    """
     wanted = sorted({d for d in domains if d})
     if not wanted or not Path(db).exists():
         return {}
     staged = pa.table({"domain": pa.array(wanted, pa.string())})  # noqa: F841
-    with connect(db, read_only=True) as con:
-        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'articles'").fetchall():
+    with connect(db) as con:
+        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'site_boilerplate'").fetchall():
             return {}
-        # Counted in SQL (vectorised, on every core): tokenising 200 articles a domain in Python
-        # for every batch cost ~3 ms a page in the loading process (bench/throughput.py profile).
-        rows = con.execute(
-            """
-            WITH sample AS (
-                SELECT domain, article_id, text FROM (
-                    SELECT a.domain, a.article_id, a.text,
-                           row_number() OVER (PARTITION BY a.domain ORDER BY a.fetched_at DESC) AS n
-                    FROM articles a JOIN staged USING (domain) WHERE a.text IS NOT NULL)
-                WHERE n <= $sample),
-            totals AS (SELECT domain, count(*) AS total FROM sample GROUP BY domain),
-            lines AS (
-                SELECT DISTINCT domain, article_id, lower(trim(regexp_replace(line, '\s+', ' ', 'g'))) AS line
-                FROM sample, unnest(string_split(text, chr(10))) AS t(line)
-                WHERE trim(line) <> '')
-            SELECT domain, list(line) FROM (
-                SELECT l.domain, l.line FROM lines l JOIN totals USING (domain)
-                GROUP BY l.domain, l.line, totals.total
-                HAVING count(*) >= greatest($min_articles, $min_share * totals.total))
-            GROUP BY domain
-            """, {"sample": sample, "min_articles": MIN_ARTICLES, "min_share": MIN_SHARE}).fetchall()
-    learned = {domain: frozenset(line_key(line) for line in lines if len(tokens(line)) <= MAX_WORDS)
-               for domain, lines in rows}
-    return {domain: keys for domain, keys in learned.items() if keys}
+        rows = con.execute("SELECT domain, list(line_key) FROM site_boilerplate JOIN staged USING (domain) "
+                           "GROUP BY domain").fetchall()
+    return {domain: frozenset(keys) for domain, keys in rows}
+
+
+def learn_site_boilerplate(db: Path | str, domains: Sequence[str] | None = None,
+                           sample: int = BOILERPLATE_SAMPLE) -> int:
+    """Learn the short lines each domain's stored articles keep repeating (all domains: None);
+    returns how many lines are new.
+
+    Runs once a run has loaded, never between its batches: every batch of a run then sees the
+    same learned lines, so the batches can run in any order or on other machines, and a rerun
+    after a crash extracts exactly what the interrupted run would have. Learned lines are kept
+    when later samples no longer show them: the articles extracted since have them removed.
+    """
+    if domains is not None and not domains:
+        return 0
+    with transaction(db) as con:
+        con.execute(BOILERPLATE_SCHEMA)
+        return _learn_boilerplate(con, None if domains is None else sorted(set(domains)), sample)
+
+
+def _learn_boilerplate(con: duckdb.DuckDBPyConnection, domains: list[str] | None, sample: int) -> int:
+    staged = pa.table({"domain": pa.array(domains or [], pa.string())})  # noqa: F841
+    chosen = "" if domains is None else "JOIN staged USING (domain)"
+    # Counted in SQL (vectorised, on every core): tokenising 200 articles a domain in Python cost
+    # ~3 ms a page in the loading process (bench/throughput.py profile).
+    rows = con.execute(
+        f"""
+        WITH sample AS (
+            SELECT domain, article_id, text FROM (
+                SELECT a.domain, a.article_id, a.text,
+                       row_number() OVER (PARTITION BY a.domain ORDER BY a.fetched_at DESC) AS n
+                FROM articles a {chosen} WHERE a.text IS NOT NULL AND a.domain IS NOT NULL)
+            WHERE n <= $sample),
+        totals AS (SELECT domain, count(*) AS total FROM sample GROUP BY domain),
+        lines AS (
+            SELECT DISTINCT domain, article_id, lower(trim(regexp_replace(line, '\\s+', ' ', 'g'))) AS line
+            FROM sample, unnest(string_split(text, chr(10))) AS t(line)
+            WHERE trim(line) <> '')
+        SELECT l.domain, l.line FROM lines l JOIN totals USING (domain)
+        GROUP BY l.domain, l.line, totals.total
+        HAVING count(*) >= greatest($min_articles, $min_share * totals.total)
+        """, {"sample": sample, "min_articles": MIN_ARTICLES, "min_share": MIN_SHARE}).fetchall()
+    learned = sorted({(domain, line_key(line)) for domain, line in rows if len(tokens(line)) <= MAX_WORDS})
+    if not learned:
+        return 0
+    found = pa.table({"domain": [d for d, _ in learned], "line_key": [k for _, k in learned]})  # noqa: F841
+    (added,) = con.execute(
+        "INSERT INTO site_boilerplate SELECT domain, line_key, ? FROM found ON CONFLICT DO NOTHING",
+        [datetime.now(UTC)]).fetchone()
+    return int(added)
 
 
 # ---------------------------------------------------------------- runs and sources
@@ -560,7 +603,8 @@ def start_run(db: Path | str, run_id: str, flow: str, parameters: dict[str, Any]
 
 
 def finish_run(db: Path | str, run_id: str, discovered: int, status: str = "completed") -> None:
-    """Close a run, with its counts taken from what `fetches` recorded for it."""
+    """Close a run, with its counts taken from what `fetches` recorded for it, and learn the
+    furniture of the sites it loaded articles of (used by the next runs)."""
     counts = ", ".join(f"{s} = (SELECT count(*) FROM fetches WHERE run_id = $run AND state = '{s}')"
                        for s in STATES)
     with transaction(db) as con:
@@ -569,6 +613,11 @@ def finish_run(db: Path | str, run_id: str, discovered: int, status: str = "comp
             "WHERE run_id = $run",
             {"run": run_id, "now": datetime.now(UTC), "status": status, "discovered": discovered},
         )
+        domains = [d for (d,) in con.execute(
+            "SELECT DISTINCT a.domain FROM fetches f JOIN articles a USING (article_id) "
+            "WHERE f.run_id = ? AND f.state = 'loaded' AND a.domain IS NOT NULL", [run_id]).fetchall()]
+        if domains:
+            _learn_boilerplate(con, domains, BOILERPLATE_SAMPLE)
 
 
 def run_summary(db: Path | str, run_id: str) -> list[dict[str, Any]]:
@@ -737,6 +786,7 @@ from prefect.cache_policies import NONE  # noqa: E402
 
 start_run_task = task(name="start-run", cache_policy=NONE)(start_run)
 finish_run_task = task(name="finish-run", cache_policy=NONE)(finish_run)
+learn_boilerplate_task = task(name="learn-boilerplate", cache_policy=NONE)(learn_site_boilerplate)
 recluster_task = task(name="recluster", cache_policy=NONE)(recluster)
 save_source_states_task = task(name="save-source-states", cache_policy=NONE)(save_source_states)
 refresh_search_task = task(name="refresh-search", cache_policy=NONE)(refresh_search_if_available)

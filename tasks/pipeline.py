@@ -1,17 +1,21 @@
-"""One batch through every stage, as one task run: skip known -> fetch -> extract -> normalise -> load.
+"""Batches through the stages: prepare (skip known -> fetch -> extract -> normalise), then load.
 
-The flows hand batches to `process_batch` instead of chaining one task per stage, because every
-Prefect task run costs ~0.3 s of client and server time on this 2-core machine (measured by
-bench/throughput.py): six per batch of 200 pages cost as much as the extraction of ~80 of them.
-The stage functions stay separate and plain; this only composes them.
+Two task runs per batch, `prepare-batch` and `load-batch`, overlapped by `pipelined`: while one
+batch loads, the next is extracted and the one after it fetched, so the extraction pool never
+waits on DuckDB, the network or Prefect's bookkeeping (bench/throughput.py measured the pool
+idle for a fifth of a backfill when each batch ran its stages one after another). Loads run one
+at a time and in order, so a run's tables do not depend on thread timing, and the load that
+finishes a backfill partition comes after every other load of it.
+
+The stage functions stay separate and plain; this module only composes them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from tasks.dedupe import skip_known_urls
 from tasks.extract import extract_batch
@@ -21,26 +25,84 @@ from tasks.normalise import normalise_batch
 from tasks.records import Article
 from tasks.settings import Settings
 
+# Batches prepared at once: one extracting, the next reading the database and fetching (then
+# waiting for the pool). More would only hold more records in memory: the pool is the limit.
+AHEAD = 2
 
-def prepare_batch(db: Path, records: list[Article], settings: Settings) -> list[Article]:
-    """Every stage before the load: records come back extracted and normalised, or finished."""
+T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+class Pending(Protocol[T]):
+    """Work started elsewhere: a Prefect future, a concurrent.futures.Future."""
+
+    def result(self) -> T: ...
+
+
+def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
+              load: Callable[[T, P], Pending[R]], ahead: int = AHEAD) -> Iterator[tuple[T, R]]:
+    """Each item with its load's result, in order: up to `ahead` prepares in flight, loads one
+    at a time and in order, each started once its prepare and the previous load are done.
+
+    On an error (or when the caller stops early) nothing started is left running: every
+    pending prepare and load is waited for before the error goes on.
+    """
+    preparing: deque[tuple[T, Pending[P]]] = deque()
+    loading: tuple[T, Pending[R]] | None = None
+    try:
+        for item in items:
+            preparing.append((item, prepare(item)))
+            while len(preparing) >= ahead:
+                item_, ready = preparing.popleft()
+                prepared = ready.result()
+                if loading is not None:
+                    yield loading[0], loading[1].result()
+                loading = (item_, load(item_, prepared))
+        while preparing:
+            item_, ready = preparing.popleft()
+            prepared = ready.result()
+            if loading is not None:
+                yield loading[0], loading[1].result()
+            loading = (item_, load(item_, prepared))
+        if loading is not None:
+            done, loading = loading, None
+            yield done[0], done[1].result()
+    finally:
+        for pending in [p for _, p in preparing] + ([loading[1]] if loading else []):
+            try:
+                pending.result()
+            except BaseException:  # noqa: BLE001 (the first error is the one raised)
+                pass
+
+
+# --- the stages of one batch --------------------------------------------------------------------
+
+def prepare_batch(db: Path, records: list[Article], settings: Settings,
+                  keep: Callable[[list[Article]], list[Article]] | None = None) -> list[Article]:
+    """Every stage before the load: records come back extracted and normalised, or finished.
+    `keep` may finish records before the load (a backfill's date window)."""
     records = skip_known_urls(records, known_urls(db, records))
     records = fetch_batch(records, settings)  # WARC records are referenced in place: nothing to fetch
-    return normalise_batch(extract_batch(records, settings, db))
+    records = normalise_batch(extract_batch(records, settings, db))
+    return keep(records) if keep else records
 
 
-def process_batch(db: Path, run_id: str, records: list[Article], settings: Settings,
-                  keep: Callable[[list[Article]], list[Article]] | None = None,
+def load_prepared(db: Path, run_id: str, records: list[Article],
                   partition: dict[str, Any] | None = None) -> dict[str, int]:
-    """One batch from candidates to rows; `keep` may finish records before the load (a date window).
-    Returns the count of each final state."""
-    records = prepare_batch(db, records, settings)
-    final = load_batch(db, run_id, keep(records) if keep else records, partition)
-    return dict(Counter(str(r.state) for r in final))
+    """Load prepared records; the count of each final state. With `partition` (a `partitions`
+    row) the partition is recorded as finished in the same transaction."""
+    return dict(Counter(str(r.state) for r in load_batch(db, run_id, records, partition)))
 
 
-# --- Prefect task (thin wrapper) -----------------------------------------------------------------
+def process_batch(db: Path, run_id: str, records: list[Article], settings: Settings) -> dict[str, int]:
+    """One batch from candidates to rows, without overlap (tests, callers with a single batch)."""
+    return load_prepared(db, run_id, prepare_batch(db, records, settings))
+
+
+# --- Prefect tasks (thin wrappers) -----------------------------------------------------------------
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NONE  # noqa: E402
 
-process_batch_task = task(name="process-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(process_batch)
+prepare_batch_task = task(name="prepare-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(prepare_batch)
+load_batch_task = task(name="load-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(load_prepared)

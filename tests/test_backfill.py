@@ -312,7 +312,7 @@ def _extract_with_profile(profile: str) -> Any:
     from tasks.archive import read_raw
     from tasks.extract import decode_html, extract_page
 
-    def extract(records: list[Article], settings: Any) -> list[Article]:
+    def extract(records: list[Article], settings: Any, db: Any = None) -> list[Article]:
         out = []
         for r in records:
             response = read_raw(r.raw)
@@ -359,7 +359,7 @@ def test_killed_backfill_rerun_equals_an_uninterrupted_run(prefect_harness: None
     seen = 0
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
-            if "backfill-batch" in line and "Finished in state" in line:
+            if "load-batch" in line and "Finished in state" in line:
                 seen += 1
                 if seen == kill_after:
                     proc.send_signal(signal.SIGKILL)
