@@ -243,17 +243,21 @@ def plain_backfill(warc: Path, db: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- (d) DuckDB load alone
 
 def _records(n: int, seed: int) -> list:
-    """Normalised records with extracted text, as extraction would hand them to load."""
+    """Normalised records with extracted text and MinHash signature, as extraction hands them to load."""
     from tasks.normalise import normalise_batch
     from tasks.records import Article, Extracted, RawRef, SourceKind
+    from tasks.similarity import signatures
 
     now = datetime.now(UTC)
     records = []
     for i, page in enumerate(corpus.iter_pages(n, seed)):
-        extracted = Extracted(text="\n".join(page.paragraphs), title=page.title, authors=page.authors,
+        text = "\n".join(page.paragraphs)
+        [signature] = signatures([text])  # computed in the extraction workers, not by the load
+        extracted = Extracted(text=text, title=page.title, authors=page.authors,
                               date=page.published.isoformat(), site_name=page.outlet, description=page.description,
                               categories=(page.section,), tags=page.keywords, image=page.image or None,
-                              language=page.language, canonical_link=page.url, extractor_version="bench")
+                              language=page.language, canonical_link=page.url, extractor_version="bench",
+                              signature=None if signature is None else signature.astype("<u4").tobytes())
         records.append(Article(url=page.url, source="bench", source_kind=SourceKind.WARC, final_url=page.url,
                                http_status=200, fetched_at=now, raw=RawRef("bench.warc.gz", i * 1000, 1000),
                                extracted=extracted))

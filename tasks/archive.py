@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ _WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 
 # Files close at about this size; the WARC 1.1 guidelines and Common Crawl both use ~1 GB.
 MAX_FILE_BYTES = 1024**3
+# zlib level of each record's gzip member: 6 (zlib's default) compresses HTML as well as 9.
+GZIP_LEVEL = 6
 
 
 class RawWriter:
@@ -76,8 +79,15 @@ class RawWriter:
             url, "response", payload=io.BytesIO(body), http_headers=status_headers,
             warc_headers_dict={"WARC-Date": fetched_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
         )
-        offset = stream.tell()
+        plain = io.BytesIO()
+        writer.out = plain
         writer.write_record(record)
+        # One gzip member per record, compressed here rather than by warcio: its writer hard-codes
+        # zlib level 9, 1.0 ms for a 36 KB page against 0.63 ms at level 6 for the same size
+        # (bench corpus), and this runs in the fetching process for every page.
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS + 16)
+        offset = stream.tell()
+        stream.write(compressor.compress(plain.getbuffer()) + compressor.flush())
         return RawRef(str(self._path), offset, stream.tell() - offset)
 
     def _current(self) -> tuple[io.BufferedWriter, WARCWriter]:
@@ -90,7 +100,7 @@ class RawWriter:
             folder.mkdir(parents=True, exist_ok=True)
             self._path = folder / f"newsflow-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.warc.gz"
             self._stream, self._day = self._path.open("xb"), day
-            self._writer = WARCWriter(self._stream, gzip=True)
+            self._writer = WARCWriter(io.BytesIO(), gzip=False)  # writes to a buffer per record
             self.paths.append(self._path)
         return self._stream, self._writer
 

@@ -180,6 +180,12 @@ def connect(db: Path | str, read_only: bool = False,
                     f"{db} is locked by another process (waited {wait:.0f} s): {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+    if not read_only:
+        # Closing the last connection would checkpoint: rewrite the changed tables and their
+        # indexes into the file, ~0.55 s a batch at 50k articles (0.02 s to load the batch).
+        # Committed work is safe in the write-ahead log without it; DuckDB still checkpoints when
+        # the log passes `checkpoint_threshold`, and `finish_run` does once a run is done.
+        con.execute("PRAGMA disable_checkpoint_on_shutdown")
     try:
         yield con
     finally:
@@ -618,6 +624,8 @@ def finish_run(db: Path | str, run_id: str, discovered: int, status: str = "comp
             "WHERE f.run_id = ? AND f.state = 'loaded' AND a.domain IS NOT NULL", [run_id]).fetchall()]
         if domains:
             _learn_boilerplate(con, domains, BOILERPLATE_SAMPLE)
+    with connect(db) as con:
+        con.execute("CHECKPOINT")  # the run's writes into the file: readers need not replay the log
 
 
 def run_summary(db: Path | str, run_id: str) -> list[dict[str, Any]]:

@@ -68,6 +68,16 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
         if loading is not None:
             done, loading = loading, None
             yield done[0], done[1].result()
+    except GeneratorExit:  # the caller stopped: nothing more is handed out
+        raise
+    except BaseException:
+        # A source or a prepare failed: the load already running is finished and handed out
+        # (its batch is in the tables, so it counts), then the error goes on.
+        if loading is not None:
+            done, loading = loading, None
+            outcome = done[1].result()
+            yield done[0], outcome
+        raise
     finally:
         for pending in [p for _, p in preparing] + ([loading[1]] if loading else []):
             try:
@@ -93,11 +103,6 @@ def load_prepared(db: Path, run_id: str, records: list[Article],
     """Load prepared records; the count of each final state. With `partition` (a `partitions`
     row) the partition is recorded as finished in the same transaction."""
     return dict(Counter(str(r.state) for r in load_batch(db, run_id, records, partition)))
-
-
-def process_batch(db: Path, run_id: str, records: list[Article], settings: Settings) -> dict[str, int]:
-    """One batch from candidates to rows, without overlap (tests, callers with a single batch)."""
-    return load_prepared(db, run_id, prepare_batch(db, records, settings))
 
 
 # --- Prefect tasks (thin wrappers) -----------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""tasks/pipeline.py: batches overlap (prepare ahead of load), loads stay in order, nothing is left running."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tasks.pipeline import pipelined
+
+
+class Journal:
+    """What happened, in order, across threads."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self._lock = threading.Lock()
+
+    def note(self, event: str) -> None:
+        with self._lock:
+            self.events.append(event)
+
+
+def test_loads_run_in_order_one_at_a_time_while_the_next_batches_prepare() -> None:
+    journal, loading = Journal(), threading.Lock()
+
+    def prepare(n: int) -> int:
+        journal.note(f"prepare {n} start")
+        time.sleep(0.05 if n % 2 else 0.01)  # uneven: a later prepare may finish first
+        journal.note(f"prepare {n} end")
+        return n * 10
+
+    def load(n: int, prepared: int) -> int:
+        assert loading.acquire(blocking=False), "two loads at once"
+        try:
+            journal.note(f"load {n} start")
+            time.sleep(0.03)
+            journal.note(f"load {n} end")
+            return prepared + 1
+        finally:
+            loading.release()
+
+    with ThreadPoolExecutor(4) as threads:
+        results = list(pipelined(range(6), lambda n: threads.submit(prepare, n),
+                                 lambda n, p: threads.submit(load, n, p)))
+
+    assert results == [(n, n * 10 + 1) for n in range(6)]
+    loads = [e for e in journal.events if e.startswith("load") and e.endswith("start")]
+    assert loads == [f"load {n} start" for n in range(6)]
+    for n in range(6):  # a load starts after its prepare and after the previous load ended
+        assert journal.events.index(f"load {n} start") > journal.events.index(f"prepare {n} end")
+        if n:
+            assert journal.events.index(f"load {n} start") > journal.events.index(f"load {n - 1} end")
+    # overlap: the next batch was being prepared while this one loaded
+    assert any(journal.events.index(f"prepare {n + 1} start") < journal.events.index(f"load {n} end")
+               for n in range(5))
+
+
+def test_an_error_waits_for_the_work_in_flight_and_then_surfaces() -> None:
+    finished: list[int] = []
+
+    def prepare(n: int) -> int:
+        if n == 2:
+            raise ValueError("bad batch 2")
+        time.sleep(0.05)
+        finished.append(n)
+        return n
+
+    with ThreadPoolExecutor(4) as threads:
+        seen = []
+        with pytest.raises(ValueError, match="bad batch 2"):
+            for n, _ in pipelined(range(5), lambda n: threads.submit(prepare, n),
+                                  lambda n, p: threads.submit(lambda: p)):
+                seen.append(n)
+        # batch 3 was already being prepared when 2 failed: it is waited for, not abandoned
+        assert 3 in finished
+    assert seen == [0, 1]  # loaded before the failure; nothing after it is loaded
