@@ -219,21 +219,21 @@ def plain_backfill(warc: Path, db: Path) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from tasks.backfill import BatchStages, Request, backfill_prepare, plan, run_partitions
-    from tasks.load import finish_run, start_run
+    from tasks.load import finish_run, held, start_run
     from tasks.pipeline import load_prepared
     from tasks.settings import Settings
 
     request = Request(warcs=(str(warc),)).check()
     settings = Settings()
     run_id = f"plain-{uuid.uuid4()}"
-    start_run(db, run_id, "backfill", {"warcs": [str(warc)]})
-    partitions = plan(request, settings, db)
-    with ThreadPoolExecutor(4) as threads:
+    with held(db), ThreadPoolExecutor(4) as threads:
+        start_run(db, run_id, "backfill", {"warcs": [str(warc)]})
+        partitions = plan(request, settings, db)
         stages = BatchStages(
             lambda batch: threads.submit(backfill_prepare, db, batch, settings, request.window),
             lambda prepared, row: threads.submit(load_prepared, db, run_id, prepared, row))
         results = run_partitions(partitions, settings, db, run_id, (), stages)
-    finish_run(db, run_id, sum(r.counts["records"] for r in results))
+        finish_run(db, run_id, sum(r.counts["records"] for r in results))
     from tasks.extract import shutdown_pool
 
     shutdown_pool()

@@ -13,7 +13,8 @@ from prefect.utilities.annotations import quote
 
 from tasks.backfill import (BatchStages, Request, Window, backfill_prepare_task, clean_domains, plan_task,
                             reextract_load_task, reextract_prepare_task, run_partitions)
-from tasks.load import finish_run_task, learn_boilerplate_task, recluster_task, refresh_search_task, start_run_task
+from tasks.load import (finish_run_task, held, learn_boilerplate_task, recluster_task, refresh_search_task,
+                        start_run_task)
 from tasks.pipeline import load_batch_task
 from tasks.settings import Settings
 
@@ -35,17 +36,18 @@ def backfill(
     settings = Settings()
     db_path = Path(db) if db else settings.db
     run_id = flow_run.id or f"local-{uuid.uuid4()}"
-    start_run_task(db_path, run_id, "reextract" if reextract else "backfill", {**_parameters(request), "db": str(db_path)})
-    partitions = plan_task(request, settings, db_path)
-    if reextract:
-        learn_boilerplate_task(db_path)  # what every site repeats, from all that is stored (see finish_run)
-    stages = _stages(db_path, run_id, settings, request)
-    results = run_partitions(partitions, settings, db_path, run_id, request.domains, stages, get_run_logger())
-    finish_run_task(db_path, run_id, sum(r.counts["records"] - r.counts["filtered"] for r in results),
-                    "failed" if any(r.status == "failed" for r in results) else "completed")
-    if reextract:
-        recluster_task(db_path)  # changed texts may join, leave or stop bridging clusters
-    refresh_search_task(db_path)
+    with held(db_path):  # open once for the run, let go while another process waits (tasks/load.py)
+        start_run_task(db_path, run_id, "reextract" if reextract else "backfill", {**_parameters(request), "db": str(db_path)})
+        partitions = plan_task(request, settings, db_path)
+        if reextract:
+            learn_boilerplate_task(db_path)  # what every site repeats, from all that is stored (see finish_run)
+        stages = _stages(db_path, run_id, settings, request)
+        results = run_partitions(partitions, settings, db_path, run_id, request.domains, stages, get_run_logger())
+        finish_run_task(db_path, run_id, sum(r.counts["records"] - r.counts["filtered"] for r in results),
+                        "failed" if any(r.status == "failed" for r in results) else "completed")
+        if reextract:
+            recluster_task(db_path)  # changed texts may join, leave or stop bridging clusters
+        refresh_search_task(db_path)
     return {"run_id": run_id, "partitions": len(partitions), "skipped_finished": len(partitions) - len(results),
             "results": [r.summary() for r in results]}
 

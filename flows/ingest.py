@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from flows.report import publish_summary
-from tasks.load import finish_run_task, refresh_search_task, save_source_states_task, start_run_task
+from tasks.load import finish_run_task, held, refresh_search_task, save_source_states_task, start_run_task
 from tasks.pipeline import load_batch_task, pipelined, prepare_batch_task
 from tasks.records import batches
 from tasks.settings import Settings
@@ -48,14 +48,15 @@ def ingest(
     db_path = Path(db) if db else settings.db
     run_id = flow_run.id or f"local-{uuid.uuid4()}"
     specs = source_specs(feeds, sitemaps, urls, urls_file, warcs, settings, use_defaults=not retry_failed)
-    start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
-    candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
-    # quote(): Prefect would otherwise walk every record of a batch looking for futures
-    for _ in pipelined(batches(candidates, settings.batch_size),
-                       lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
-                       lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
-        pass  # the counts are read back from `fetches` by finish_run and publish_summary
-    save_source_states_task(db_path, source_states)
-    finish_run_task(db_path, run_id, len(candidates))
-    refresh_search_task(db_path)
-    return publish_summary(db_path, run_id, source_states, get_run_logger())
+    with held(db_path):  # open once for the run, let go while another process waits (tasks/load.py)
+        start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
+        candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
+        # quote(): Prefect would otherwise walk every record of a batch looking for futures
+        for _ in pipelined(batches(candidates, settings.batch_size),
+                           lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
+                           lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
+            pass  # the counts are read back from `fetches` by finish_run and publish_summary
+        save_source_states_task(db_path, source_states)
+        finish_run_task(db_path, run_id, len(candidates))
+        refresh_search_task(db_path)
+        return publish_summary(db_path, run_id, source_states, get_run_logger())

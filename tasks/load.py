@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -159,18 +161,34 @@ class DatabaseLockedError(RuntimeError):
 def connect(db: Path | str, read_only: bool = False,
             wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection held only for the `with` block, waiting while another process holds the lock
-    (up to `wait` seconds, by default `Settings.lock_wait`)."""
-    if wait is None:
-        wait = Settings().lock_wait
+    (up to `wait` seconds, by default `Settings.lock_wait`). While this process holds the
+    database (`held`), a read-write request gets a cursor on the open database instead."""
     db = Path(db)
+    keeper = _holds.get(str(db.resolve()))
+    # Reads too: DuckDB refuses a read-only connection to a file this process has open read-write.
+    shared = keeper.cursor() if keeper is not None else None
+    if shared is not None:
+        try:
+            yield shared
+        finally:
+            shared.close()
+        return
     if not read_only:
         db.parent.mkdir(parents=True, exist_ok=True)
+    con = _open(db, read_only, Settings().lock_wait if wait is None else wait)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried while another process holds the file (and telling it so)."""
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(db), read_only=read_only)
-            break
+            return duckdb.connect(str(db), read_only=read_only)
         except duckdb.IOException as exc:
             # DuckDB allows one process per file while a writer has it, even for readers.
             if "lock" not in str(exc).lower():
@@ -178,18 +196,86 @@ def connect(db: Path | str, read_only: bool = False,
             if time.monotonic() >= deadline:
                 raise DatabaseLockedError(
                     f"{db} is locked by another process (waited {wait:.0f} s): {exc}") from exc
+            _waiting_marker(db).write_text(str(os.getpid()))  # a process holding it lets us in (`held`)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-    if not read_only:
-        # Closing the last connection would checkpoint: rewrite the changed tables and their
-        # indexes into the file, ~0.55 s a batch at 50k articles (0.02 s to load the batch).
-        # Committed work is safe in the write-ahead log without it; DuckDB still checkpoints when
-        # the log passes `checkpoint_threshold`, and `finish_run` does once a run is done.
-        con.execute("PRAGMA disable_checkpoint_on_shutdown")
+
+
+# --- holding the database open for a run -------------------------------------------------------
+#
+# Opening a DuckDB file and closing it again is not free: the close checkpoints (rewrites changed
+# tables and their indexes into the file) and an open replays what the write-ahead log holds. At
+# 50k articles that was ~0.6 s a batch against ~0.06 s for the load itself, and it grows with the
+# database. So a run holds the database open (`held`) and its stages take cursors on it. But
+# DuckDB lets one process at a time have a file, and people run `newsflow sql` while a scheduled
+# ingest runs: a process that finds the file locked touches `<db>.waiting`, and the holder then
+# lets go for RELEASE_SECONDS (its own transactions open and close the file meanwhile, leaving
+# gaps for the waiter), then takes it again.
+
+RELEASE_SECONDS = 3.0
+_WAITER_FRESH = 2.0  # a marker touched this recently means someone is waiting now
+
+
+class _Keeper:
+    """One process's open handle on a database file, let go while another process waits."""
+
+    def __init__(self, db: Path, wait: float) -> None:
+        self.db, self.wait = db, wait
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._resume_at = 0.0
+
+    def cursor(self) -> duckdb.DuckDBPyConnection | None:
+        """A connection on the held database, or None while it is let go (open normally then)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._con is not None and _someone_waiting(self.db):
+                self._close()
+                self._resume_at = now + RELEASE_SECONDS
+            if self._con is None and now >= self._resume_at:
+                self._con = _open(self.db, False, self.wait)
+            return self._con.cursor() if self._con is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()  # the database closes (and checkpoints) when its last cursor does
+            self._con = None
+
+
+_holds: dict[str, _Keeper] = {}
+
+
+@contextmanager
+def held(db: Path | str) -> Iterator[None]:
+    """Keep `db` open in this process for the block: `connect` hands out cursors on it (see above)."""
+    key = str(Path(db).resolve())
+    if key in _holds:  # nested: the outer block holds it
+        yield
+        return
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    keeper = _holds[key] = _Keeper(Path(db), Settings().lock_wait)
     try:
-        yield con
+        yield
     finally:
-        con.close()
+        del _holds[key]
+        keeper.close()
+
+
+def _waiting_marker(db: Path) -> Path:
+    return db.with_name(db.name + ".waiting")
+
+
+def _someone_waiting(db: Path) -> bool:
+    """Has another process (not this one, waiting for its own turn) asked for the file just now?"""
+    marker = _waiting_marker(db)
+    try:
+        return time.time() - marker.stat().st_mtime < _WAITER_FRESH and marker.read_text() != str(os.getpid())
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -625,7 +711,7 @@ def finish_run(db: Path | str, run_id: str, discovered: int, status: str = "comp
         if domains:
             _learn_boilerplate(con, domains, BOILERPLATE_SAMPLE)
     with connect(db) as con:
-        con.execute("CHECKPOINT")  # the run's writes into the file: readers need not replay the log
+        con.execute("CHECKPOINT")  # the run's writes into the file, even while `held`: readers need not replay the log
 
 
 def run_summary(db: Path | str, run_id: str) -> list[dict[str, Any]]:

@@ -153,6 +153,47 @@ def test_locked_database_waits_then_says_so(fresh_db: Path, tmp_path: Path):
         holder.wait()
 
 
+def test_a_run_holding_the_database_lets_a_waiting_reader_in(fresh_db: Path):
+    """`held` keeps the file open across a run's transactions, yet `newsflow sql` gets its turn."""
+    import subprocess
+    import sys
+    import time
+
+    load.ensure_schema(fresh_db)
+    # A run: 12 s of small write transactions, one every 50 ms, all inside one `held` block.
+    code = (f"import time; from tasks import load\n"
+            f"with load.held({str(fresh_db)!r}):\n"
+            f"    end = time.monotonic() + 12; print('holding', flush=True)\n"
+            f"    while time.monotonic() < end:\n"
+            f"        with load.transaction({str(fresh_db)!r}) as con:\n"
+            f"            con.execute(\"INSERT INTO runs (run_id) VALUES (uuid()::VARCHAR)\")\n"
+            f"        time.sleep(0.05)\n")
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert run.stdout.readline().strip() == "holding"
+        time.sleep(1.0)
+        started = time.monotonic()
+        with load.connect(fresh_db, read_only=True, wait=8) as con:  # DatabaseLockedError if never let in
+            (count,) = con.execute("SELECT count(*) FROM runs").fetchone()
+        assert time.monotonic() - started < 8
+        assert count > 0  # the run had written (and committed) before letting go
+        assert run.poll() is None  # ... and is still running: it let go in the middle of its run
+    finally:
+        run.wait(timeout=60)
+    assert run.returncode == 0
+
+
+def test_inside_held_reads_and_writes_share_the_open_database(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    with load.held(fresh_db):
+        with load.transaction(fresh_db) as con:
+            con.execute("INSERT INTO runs (run_id) VALUES ('r1')")
+        # read-only while this process has the file open read-write: DuckDB alone would refuse
+        with load.connect(fresh_db, read_only=True) as con:
+            assert con.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+
+
 def test_source_states_round_trip(fresh_db: Path):
     load.ensure_schema(fresh_db)
     load.save_source_states(fresh_db, [{"name": "f", "kind": "feed", "location": "https://x.example/f",
