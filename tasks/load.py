@@ -188,7 +188,8 @@ def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            return duckdb.connect(str(db), read_only=read_only,
+                                  config={"memory_limit": Settings().duckdb_memory_limit})
         except duckdb.IOException as exc:
             # DuckDB allows one process per file while a writer has it, even for readers.
             if "lock" not in str(exc).lower():

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     batch_size: int = 200
     # how long a writer or a query waits for another process to release the DuckDB file
     lock_wait: float = 30.0
+    # DuckDB's memory for the writing process (its default is 80% of RAM, and a run holds the
+    # database open: the cache would grow with the archive); larger operations spill to disk
+    duckdb_memory_limit: str = "512MB"
 
     @field_validator("allow_private_hosts", mode="before")
     @classmethod
