@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -50,21 +51,17 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
     """
     preparing: deque[tuple[T, Pending[P]]] = deque()
     loading: tuple[T, Pending[R]] | None = None
+    end = object()  # after the last item: drain what is in flight
     try:
-        for item in items:
-            preparing.append((item, prepare(item)))
-            while len(preparing) >= ahead:
-                item_, ready = preparing.popleft()
+        for item in chain(items, [end]):
+            if item is not end:
+                preparing.append((item, prepare(item)))  # type: ignore[arg-type]
+            while preparing and (len(preparing) >= ahead or item is end):
+                ready_item, ready = preparing.popleft()
                 prepared = ready.result()
                 if loading is not None:
                     yield loading[0], loading[1].result()
-                loading = (item_, load(item_, prepared))
-        while preparing:
-            item_, ready = preparing.popleft()
-            prepared = ready.result()
-            if loading is not None:
-                yield loading[0], loading[1].result()
-            loading = (item_, load(item_, prepared))
+                loading = (ready_item, load(ready_item, prepared))
         if loading is not None:
             done, loading = loading, None
             yield done[0], done[1].result()
