@@ -152,6 +152,19 @@ def redirect(location: str, status: int = 302) -> Reply:
     return status, {"Location": location}, b""
 
 
+def trickling(drips: int, every: float = 0.5) -> Route:
+    """A route that answers 200 at once, then sends one byte of body every `every` seconds,
+    `drips` times: no single read ever times out, only a whole-response deadline stops it."""
+    def route(_: Request) -> Reply:
+        def drip() -> Iterator[bytes]:
+            yield b"<html><body>"
+            for _ in range(drips):
+                time.sleep(every)
+                yield b" "
+        return 200, {"Content-Type": "text/html"}, drip()
+    return route
+
+
 # --- decompression bombs: huge bodies produced lazily, never materialised ---------------------
 
 def zeros_gzip(total: int = 1 << 30) -> Iterator[bytes]:

@@ -32,7 +32,7 @@ from tasks.fetch import (
 )
 from tasks.records import Article, RawRef, SourceKind, State
 from tasks.settings import Settings
-from tests.servers import Request, html, redirect, serve, zeros_brotli, zeros_gzip
+from tests.servers import Request, html, redirect, serve, trickling, zeros_brotli, zeros_gzip
 
 PAGE = "<!doctype html><html><head><meta charset=utf-8><title>T</title></head><body><p>Grüße</p></body></html>"
 
@@ -329,15 +329,7 @@ def test_decompression_bomb_stops_at_the_cap(settings: Settings, encoding: str, 
 
 
 def test_trickling_server_hits_the_deadline(settings: Settings) -> None:
-    def trickle(_: Request) -> tuple[int, dict[str, str], Iterator[bytes]]:
-        def drip() -> Iterator[bytes]:
-            yield b"<html>"
-            for _ in range(60):
-                time.sleep(0.5)
-                yield b" "
-        return 200, {"Content-Type": "text/html"}, drip()
-
-    with serve({"/": trickle}) as site:
+    with serve({"/": trickling(60)}) as site:
         started = time.monotonic()
         result = fetch_one(site.url("/"), settings.model_copy(update={"deadline": 2}))
         elapsed = time.monotonic() - started

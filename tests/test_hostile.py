@@ -30,7 +30,7 @@ import duckdb
 import pytest
 
 from tests.conftest import REPO, SAMPLE, rss, sample_pages
-from tests.servers import Request, html, redirect, serve, zeros_brotli, zeros_gzip
+from tests.servers import Request, html, redirect, serve, trickling, zeros_brotli, zeros_gzip
 
 FIXTURES = REPO / "tests" / "fixtures" / "sources"
 # The bound for the whole CLI run. Most of it is Prefect's ephemeral server starting
@@ -113,15 +113,6 @@ def endless(_: Request) -> tuple[int, dict[str, str], Iterator[bytes]]:
 def huge(_: Request) -> tuple[int, dict[str, str], Iterator[bytes]]:
     size = 100 * 1024 * 1024
     return 200, {"Content-Type": "text/html", "Content-Length": str(size)}, (bytes(1 << 20) for _ in range(100))
-
-
-def trickle(_: Request) -> tuple[int, dict[str, str], Iterator[bytes]]:
-    def body() -> Iterator[bytes]:
-        yield b"<html><body>"
-        for _ in range(120):
-            time.sleep(0.5)
-            yield b" "
-    return 200, {"Content-Type": "text/html"}, body()
 
 
 def hang(_: Request) -> tuple[int, dict[str, str], bytes]:
@@ -225,7 +216,7 @@ EXPECTED = {  # path (on its server) -> (state, reason)
 def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("hostile")
     db = tmp / "news.duckdb"
-    slow_routes = {"/trickle": trickle, "/hang": hang}
+    slow_routes = {"/trickle": trickling(120), "/hang": hang}
     closed_routes = {"/robots.txt": html("down", 503), "/closed": html(sample_body(sample(6)))}
     with serve({"/": html("secret")}, host="127.0.0.2") as forbidden, \
             serve(slow_routes, host="127.0.0.3") as slow, serve(closed_routes, host="127.0.0.4") as closed:
