@@ -9,9 +9,10 @@ A backfill is split into partitions, each a unit that finishes or fails as a who
 Within a partition, records go in batches of `settings.batch_size` through two task runs each,
 a prepare and a load (`backfill_prepare` / `reextract_prepare`, then `load_prepared` /
 `reextract_load`), pipelined by `tasks.pipeline.pipelined`: loads run in batch order, and the
-last one records the partition as finished in the same transaction that loads its batch, so after a `kill -9` a rerun skips the finished partitions and
-redoes the rest; records of a half-done partition that were loaded are then known URLs, skipped
-before extraction, and since loads are idempotent the tables end up as an uninterrupted run's.
+last one records the partition as finished in the same transaction that loads its batch, so
+after a `kill -9` a rerun skips the finished partitions and redoes the rest; records of a
+half-done partition that were loaded are then known URLs, skipped before extraction, and since
+loads are idempotent the tables end up as an uninterrupted run's.
 
 Partition keys carry a fingerprint of the filters (and, for re-extraction, the extractor
 version): the same command resumes, a different one starts afresh.

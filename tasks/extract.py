@@ -28,8 +28,8 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessP
 from concurrent.futures.process import BrokenProcessPool
 from copy import deepcopy
 from dataclasses import dataclass, replace
-from functools import partial
 from datetime import date, datetime
+from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 
 import lxml.html
 import trafilatura
+import trafilatura.external
 from charset_normalizer import from_bytes
 from lxml import etree
-import trafilatura.external
 from readability import Document
 from readability.readability import Unparseable
 from trafilatura import bare_extraction
@@ -232,8 +232,9 @@ def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate
     body = ld.get("articleBody") if isinstance(ld.get("articleBody"), str) else ""
     text = "\n".join(b.text for b in blocks)
     ratio = _paragraph_words(tree) / max(1, len(text.split()))
-    own = shingles(text) if body or ratio >= DOUBT_RATIO else set()
-    if not (_disputed(own, body) or ratio >= DOUBT_RATIO):
+    in_doubt = ratio >= DOUBT_RATIO  # may be truncated
+    own = shingles(text) if body or in_doubt else set()
+    if not (in_doubt or _disputed(own, body)):
         return text, steps
     words = n_words(blocks)
     opinions: list[tuple[str, Callable[[], str]]] = []
@@ -245,9 +246,10 @@ def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate
     for name, opinion in opinions:
         second = opinion()
         theirs = shingles(second)
-        if second and _share(own, theirs) >= CONTAINED and len(tokens(second)) >= TRUNCATED_RATIO * words:
+        shared = _share(own, theirs)
+        if second and shared >= CONTAINED and len(tokens(second)) >= TRUNCATED_RATIO * words:
             return second, [*steps, f"{name}:truncated"]
-        if _share(own, theirs) >= SAME_ARTICLE:
+        if shared >= SAME_ARTICLE:
             evidence |= theirs
     trimmed = trim_edges(blocks, evidence) if evidence else blocks
     if len(trimmed) != len(blocks):

@@ -162,7 +162,7 @@ def connect(db: Path | str, read_only: bool = False,
             wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection held only for the `with` block, waiting while another process holds the lock
     (up to `wait` seconds, by default `Settings.lock_wait`). While this process holds the
-    database (`held`), a read-write request gets a cursor on the open database instead."""
+    database (`held`), any request gets a cursor on the open database instead."""
     db = Path(db)
     keeper = _holds.get(str(db.resolve()))
     # Reads too: DuckDB refuses a read-only connection to a file this process has open read-write.
@@ -184,12 +184,12 @@ def connect(db: Path | str, read_only: bool = False,
 
 def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, retried while another process holds the file (and telling it so)."""
+    config = {"memory_limit": Settings().duckdb_memory_limit}
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only,
-                                  config={"memory_limit": Settings().duckdb_memory_limit})
+            return duckdb.connect(str(db), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             # DuckDB allows one process per file while a writer has it, even for readers.
             if "lock" not in str(exc).lower():
@@ -616,10 +616,7 @@ SCHEMA += BOILERPLATE_SCHEMA
 
 def site_boilerplate(db: Path | str, domains: Sequence[str]) -> dict[str, frozenset[str]]:
     """Per domain, the `line_key`s learned as its furniture (`learn_site_boilerplate`).
-
-    A read-write connection although it only reads: it runs while the pipeline's loads hold the
-    file open read-write in this process, and DuckDB refuses a second configuration of one file.
-    """
+    Read-write although it only reads: see `known_urls`."""
     wanted = sorted({d for d in domains if d})
     if not wanted or not Path(db).exists():
         return {}
