@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,10 @@ def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
             if time.monotonic() >= deadline:
                 raise DatabaseLockedError(
                     f"{db} is locked by another process (waited {wait:.0f} s): {exc}") from exc
-            _waiting_marker(db).write_text(str(os.getpid()))  # a process holding it lets us in (`held`)
+            # A process holding it lets us in (`held`); where we cannot write the marker (a
+            # read-only folder) we still wait, as for any other lock holder.
+            with suppress(OSError):
+                _waiting_marker(db).write_text(str(os.getpid()))
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

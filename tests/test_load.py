@@ -153,6 +153,27 @@ def test_locked_database_waits_then_says_so(fresh_db: Path, tmp_path: Path):
         holder.wait()
 
 
+def test_a_waiter_that_cannot_leave_its_marker_still_gets_the_clear_error(
+        fresh_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import subprocess
+    import sys
+
+    load.ensure_schema(fresh_db)
+    monkeypatch.setattr(load, "_waiting_marker", lambda db: tmp_path / "no-such-folder" / "x.waiting")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(fresh_db)!r}); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(load.DatabaseLockedError, match="locked by another process"):
+            with load.connect(fresh_db, read_only=True, wait=0.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_run_holding_the_database_lets_a_waiting_reader_in(fresh_db: Path):
     """`held` keeps the file open across a run's transactions, yet `newsflow sql` gets its turn."""
     import subprocess
