@@ -55,14 +55,18 @@ def ingest(
     db_path = _db_path(db)
     _check_inputs(urls_file, warc or [])
     _check_db_writable(db_path)
-    from flows.ingest import ingest as ingest_flow
+    from flows.startup import head_start
+    from tasks.settings import Settings
 
-    try:
-        summary = ingest_flow(feeds=feed or [], sitemaps=sitemap or [], urls=url or [],
-                              urls_file=str(urls_file) if urls_file else None, warcs=warc or [],
-                              db=str(db_path), retry_failed=retry_failed)
-    except SourceError as exc:
-        _fail(str(exc))
+    with head_start(Settings().extract_workers, "flows.ingest"):
+        from flows.ingest import ingest as ingest_flow
+
+        try:
+            summary = ingest_flow(feeds=feed or [], sitemaps=sitemap or [], urls=url or [],
+                                  urls_file=str(urls_file) if urls_file else None, warcs=warc or [],
+                                  db=str(db_path), retry_failed=retry_failed)
+        except SourceError as exc:
+            _fail(str(exc))
     _print_summary(summary, db_path)
 
 

@@ -37,11 +37,15 @@ def backfill(
     if reextract and not db_path.exists():
         _fail(f"no database at {db_path}: nothing to re-extract")
     _check_db_writable(db_path)
-    from flows.backfill import backfill as backfill_flow
+    from flows.startup import head_start
+    from tasks.settings import Settings
 
-    summary = backfill_flow(warcs=list(request.warcs), sitemaps=list(request.sitemaps), reextract=reextract,
-                            since=request.window.since, until=request.window.until,
-                            domains=list(request.domains), db=str(db_path))
+    with head_start(Settings().extract_workers, "flows.backfill"):
+        from flows.backfill import backfill as backfill_flow
+
+        summary = backfill_flow(warcs=list(request.warcs), sitemaps=list(request.sitemaps), reextract=reextract,
+                                since=request.window.since, until=request.window.until,
+                                domains=list(request.domains), db=str(db_path))
     _print_summary(summary, db_path)
     if any(r["status"] == "failed" for r in summary["results"]):
         raise typer.Exit(1)

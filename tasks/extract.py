@@ -613,6 +613,12 @@ def _discard_pool(kill: bool) -> None:
     _pool = None
 
 
+def start_pool(workers: int) -> None:
+    """Start the worker processes now rather than with the first batch (flows/startup.py)."""
+    with _pool_lock:
+        _get_pool(workers)
+
+
 def shutdown_pool() -> None:
     """End the worker processes (tests, CLI exit); the next batch starts a new pool."""
     with _pool_lock:
