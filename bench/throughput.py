@@ -94,8 +94,8 @@ def _sample(pid: int) -> tuple[int, int, float, str] | None:
 
 
 def classify(cmd: str) -> str:
-    if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
-        return "prefect-server"
+    if ("prefect" in cmd and ("server" in cmd or "uvicorn" in cmd)) or "flows.startup" in cmd:
+        return "prefect-server"  # Prefect's own temporary server, or the one flows/startup.py starts
     if "multiprocessing" in cmd or "forkserver" in cmd:
         return "workers"
     return "other"

@@ -32,7 +32,8 @@ from tasks.dedupe import KnownKeys, mark_duplicates, url_variants
 from tasks.records import Article, State
 from tasks.settings import Settings
 from tasks.similarity import signatures
-from tasks.views import (CREATE_INDEX, INDEX_EXISTS, SEARCH, VIEWS, SearchUnavailableError, export_sql,
+from tasks.views import (CREATE_INDEX, INDEX_EXISTS, SEARCH, SEARCH_FINGERPRINT, SEARCH_STATE, VIEWS,
+                         SearchUnavailableError, export_sql,
                          load_fts)
 
 SCHEMA = """
@@ -614,7 +615,7 @@ CREATE TABLE IF NOT EXISTS site_boilerplate (  -- lines a site repeats across it
     PRIMARY KEY (domain, line_key)
 );
 """
-SCHEMA += BOILERPLATE_SCHEMA
+SCHEMA += BOILERPLATE_SCHEMA + SEARCH_STATE
 
 
 def site_boilerplate(db: Path | str, domains: Sequence[str]) -> dict[str, frozenset[str]]:
@@ -795,14 +796,22 @@ def query(db: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 
 def refresh_search(db: Path | str) -> int:
-    """Rebuild the BM25 index over articles' titles and texts; returns how many articles it covers.
+    """Rebuild the BM25 index over articles' titles and texts unless they are as it was built
+    over; returns how many articles it covers.
 
     DuckDB's fts index is a snapshot with no incremental update, so the flow calls this once per
-    run, after its loads. Raises `tasks.views.SearchUnavailableError` without the extension."""
+    run, after its loads (see tasks/views.py). The index and the fingerprint it was built over
+    change in one transaction. Raises `tasks.views.SearchUnavailableError` without the extension."""
     with transaction(db) as con:
+        articles, fingerprint = con.execute(SEARCH_FINGERPRINT).fetchone()
+        built = con.execute("SELECT articles, fingerprint FROM search_index_state").fetchone()
+        if built == (articles, fingerprint) and con.execute(INDEX_EXISTS).fetchone()[0]:
+            return int(articles)
         load_fts(con)
         con.execute(CREATE_INDEX)
-        return int(con.execute("SELECT count(*) FROM articles").fetchone()[0])
+        con.execute("DELETE FROM search_index_state")
+        con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [articles, fingerprint])
+        return int(articles)
 
 
 def refresh_search_if_available(db: Path | str) -> int | None:

@@ -84,6 +84,26 @@ def test_search_ranks_and_filters(small_db: Path) -> None:
     assert len(load.search(small_db, "council", limit=1)[1]) == 1
 
 
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_search_index_is_rebuilt_only_when_articles_changed(small_db: Path) -> None:
+    def built_at() -> datetime:
+        return load.query(small_db, "SELECT built_at FROM search_index_state")[1][0][0]
+
+    load.refresh_search(small_db)
+    first = built_at()
+    assert load.refresh_search(small_db) == 3
+    assert built_at() == first  # nothing changed: the index was kept
+    assert load.search(small_db, "ferry")[1]
+
+    con = duckdb.connect(str(small_db))
+    con.execute("UPDATE articles SET text = 'A lighthouse keeper retires.' WHERE url = 'https://good.example/1'")
+    con.close()
+    assert load.refresh_search(small_db) == 3
+    assert built_at() > first
+    assert load.search(small_db, "ferry")[1] == []
+    assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]
+
+
 def test_search_without_extension_says_so(small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tasks.views.fts_extension_file", lambda: None)
     with pytest.raises(SearchUnavailableError, match="duckdb-extension-fts"):
