@@ -106,8 +106,12 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 
 
 def prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    done = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        done = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # say what it was doing (a flake once gave no clue)
+        out, err = (s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (exc.stdout, exc.stderr))
+        pytest.fail(f"prefect {' '.join(args)}: no end after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}")
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
