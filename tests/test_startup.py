@@ -87,7 +87,7 @@ def test_server_ends_when_its_command_is_killed(tmp_path: Path) -> None:
         assert httpx.get(info["api"] + "/health", timeout=5).status_code == 200
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        assert _wait_gone(info["child"], 15), "the server outlived a killed command"
+        assert _wait_gone(info["child"], 30), "the server outlived a killed command"
     finally:
         parent.kill()
         parent.wait()
