@@ -405,14 +405,15 @@ def noop_flow() -> dict[str, float]:
 # --------------------------------------------------------------------------- the run
 
 def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: int,
-        batch_size: int | None = None) -> dict[str, Any]:
+        batch_size: int | None = None, settings: dict[str, str] | None = None) -> dict[str, Any]:
     out = corpus.OUT
     directory = corpus.ensure(n, seed)
     warc = directory / corpus.WARC
     prefect_home = out / "prefect-home"
     results: dict[str, Any] = {"n": n, "seed": seed, "cores": os.cpu_count(), "workers": workers,
                                "corpus": json.loads((directory / corpus.META).read_text())["counts"],
-                               "batch_size": batch_size, "loadavg_before": os.getloadavg(), "runs": []}
+                               "batch_size": batch_size, "settings": settings or {},
+                               "loadavg_before": os.getloadavg(), "runs": []}
     for attempt in range(repeat):
         work = out / f"work-n{n}-{attempt}"
         _clean(work)
@@ -420,6 +421,7 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
         env["NEWSFLOW_EXTRACT_WORKERS"] = str(workers)
         if batch_size is not None:
             env["NEWSFLOW_BATCH_SIZE"] = str(batch_size)
+        env.update({f"NEWSFLOW_{k.upper()}": v for k, v in (settings or {}).items()})
         r: dict[str, Any] = {}
         if attempt == 0 and ("b" in stages or "c" in stages):
             r["prefect_startup_first"] = prefect_startup(env, work, "first")
@@ -552,8 +554,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port", type=int, default=corpus.DEFAULT_PORT)
     parser.add_argument("--batch-size", type=int, help="NEWSFLOW_BATCH_SIZE for b, b0 and c (default: newsflow's)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a newsflow setting for every stage, e.g. duckdb_memory_limit=256MB (repeatable)")
     args = parser.parse_args(argv)
-    run(args.n, args.seed, args.stages.split(","), args.repeat, args.workers, args.port, args.batch_size)
+    settings = dict(item.split("=", 1) for item in args.set)
+    run(args.n, args.seed, args.stages.split(","), args.repeat, args.workers, args.port, args.batch_size, settings)
 
 
 if __name__ == "__main__":

@@ -808,7 +808,12 @@ def refresh_search(db: Path | str) -> int:
         if built == (articles, fingerprint) and con.execute(INDEX_EXISTS).fetchone()[0]:
             return int(articles)
         load_fts(con)
-        con.execute(CREATE_INDEX)
+        settings = Settings()
+        con.execute("SET memory_limit = ?", [settings.duckdb_search_memory_limit])  # it spills instead
+        try:
+            con.execute(CREATE_INDEX)
+        finally:
+            con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         con.execute("DELETE FROM search_index_state")
         con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [articles, fingerprint])
         return int(articles)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # DuckDB's memory for the writing process (its default is 80% of RAM, and a run holds the
     # database open: the cache would grow with the archive); larger operations spill to disk
     duckdb_memory_limit: str = "512MB"
+    # ... and while it builds the search index, which would otherwise take all of it (at 49,425
+    # articles: +550 MB of RSS with 512MB, +216 MB with 128MB, in the same 19 s)
+    duckdb_search_memory_limit: str = "128MB"
 
     @field_validator("allow_private_hosts", mode="before")
     @classmethod

@@ -104,6 +104,25 @@ def test_search_index_is_rebuilt_only_when_articles_changed(small_db: Path) -> N
     assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]
 
 
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_search_index_is_built_under_its_own_memory_limit(small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "300MB")
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_SEARCH_MEMORY_LIMIT", "64MB")
+    # the index statement replaced by one that records the limit it runs under
+    monkeypatch.setattr(load, "CREATE_INDEX",
+                        "CREATE OR REPLACE TABLE limit_seen AS SELECT current_setting('memory_limit') AS v")
+    probe = duckdb.connect()
+
+    def rendered(limit: str) -> str:
+        probe.execute(f"SET memory_limit = '{limit}'")
+        return probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    with load.held(small_db):  # as in a flow run: the same open database before and after
+        load.refresh_search(small_db)
+        assert load.query(small_db, "SELECT v FROM limit_seen")[1] == [(rendered("64MB"),)]
+        assert load.query(small_db, "SELECT current_setting('memory_limit')")[1] == [(rendered("300MB"),)]
+
+
 def test_search_without_extension_says_so(small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tasks.views.fts_extension_file", lambda: None)
     with pytest.raises(SearchUnavailableError, match="duckdb-extension-fts"):
