@@ -72,7 +72,7 @@ class TemporaryServer:
         import httpx
 
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, trust_env=False) as client:  # loopback: never via a proxy
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     return False
