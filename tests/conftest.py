@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 import functools
 from pathlib import Path
 
@@ -41,6 +42,24 @@ def newsflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEWSFLOW_EXTRACT_WORKERS", "2")
     monkeypatch.delenv("NEWSFLOW_DB", raising=False)
     return tmp_path
+
+
+@contextmanager
+def held_by_another_process(db: Path, seconds: int = 60) -> Iterator[None]:
+    """`db` open read-write in another process for the block (DuckDB then locks every other one out)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep({seconds})"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED, rss
+from tests.conftest import REPO, SHARED, held_by_another_process, rss
 from tests.servers import serve
 
 SEED_TEXT = SHARED / "seed" / "000_5f3fd007952f4428.txt"
@@ -85,14 +85,8 @@ def test_unreadable_source_file_is_a_clear_error(tmp_path: Path):
 
 def test_locked_database_is_a_clear_error(tmp_path: Path):
     db = tmp_path / "locked.duckdb"
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
-                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(db):
         result = newsflow("ingest", "--url", "http://127.0.0.1:9/x", "--db", str(db),
                           env={"NEWSFLOW_LOCK_WAIT": "1"})
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode != 0
     assert "locked by another process" in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import pytest
 from tasks import load
 from tasks.normalise import article_id, canonical_url
 from tasks.records import Article, Extracted, Hints, RawRef, SourceKind, State
+from tests.conftest import held_by_another_process
 
 FETCHED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -135,43 +136,21 @@ def test_a_failing_batch_leaves_nothing_behind(fresh_db: Path, monkeypatch: pyte
 
 
 def test_locked_database_waits_then_says_so(fresh_db: Path, tmp_path: Path):
-    import subprocess
-    import sys
-
     load.ensure_schema(fresh_db)
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(fresh_db)!r}); print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(fresh_db, seconds=30):
         with pytest.raises(load.DatabaseLockedError, match="locked by another process"):
             with load.connect(fresh_db, wait=0.5):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_waiter_that_cannot_leave_its_marker_still_gets_the_clear_error(
         fresh_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import subprocess
-    import sys
-
     load.ensure_schema(fresh_db)
     monkeypatch.setattr(load, "_waiting_marker", lambda db: tmp_path / "no-such-folder" / "x.waiting")
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(fresh_db)!r}); print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(fresh_db, seconds=30):
         with pytest.raises(load.DatabaseLockedError, match="locked by another process"):
             with load.connect(fresh_db, read_only=True, wait=0.5):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_run_holding_the_database_lets_a_waiting_reader_in(fresh_db: Path):
