@@ -234,7 +234,8 @@ def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate
     ratio = _paragraph_words(tree) / max(1, len(text.split()))
     in_doubt = ratio >= DOUBT_RATIO  # may be truncated
     own = shingles(text) if body or in_doubt else set()
-    if not (in_doubt or _disputed(own, body)):
+    stated = shingles(body)  # empty without a JSON-LD articleBody
+    if not (in_doubt or (body and _disputed(own, stated))):
         return text, steps
     words = n_words(blocks)
     opinions: list[tuple[str, Callable[[], str]]] = []
@@ -242,7 +243,7 @@ def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate
         opinions.append(("readability", partial(_summary_text, summary)))
     if summary is None or ratio >= SECOND_RUN_RATIO:
         opinions.append(("readability-lxml", partial(_readability_text, html)))
-    evidence = shingles(body)
+    evidence = set(stated)
     for name, opinion in opinions:
         second = opinion()
         theirs = shingles(second)
@@ -257,9 +258,9 @@ def extract_body(tree: Any, doc: Any, html: str, ld: dict[str, Any], boilerplate
     return "\n".join(b.text for b in trimmed), steps
 
 
-def _disputed(own: set[tuple[str, ...]], body: str) -> bool:
-    """Whether the page's JSON-LD articleBody and the extracted text disagree."""
-    return bool(body) and (_share(shingles(body), own) < CONTAINED or _share(own, shingles(body)) < CONTAINED)
+def _disputed(own: set[tuple[str, ...]], stated: set[tuple[str, ...]]) -> bool:
+    """Whether the page's JSON-LD articleBody (its shingles, `stated`) and the extracted text disagree."""
+    return _share(stated, own) < CONTAINED or _share(own, stated) < CONTAINED
 
 
 def _paragraph_words(tree: Any) -> int:
