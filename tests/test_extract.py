@@ -358,13 +358,13 @@ def test_site_boilerplate_is_learned_from_stored_articles(tmp_path: Path) -> Non
 
 
 def test_learned_lines_stay_when_newer_articles_no_longer_carry_them(tmp_path: Path) -> None:
-    from tasks.load import learn_site_boilerplate, site_boilerplate
+    from tasks.load import learn_site_boilerplate, site_boilerplate, transaction
 
     db = tmp_path / "news.duckdb"
     store(db, [f"{paragraph}\n{NEWSLETTER}" for paragraph in PARAGRAPHS])
     learn_site_boilerplate(db, sample=4)
     # Articles extracted since lack the line (it was removed from them) and fill the sample.
-    with __import__("tasks.load", fromlist=["transaction"]).transaction(db) as con:
+    with transaction(db) as con:
         con.execute("DELETE FROM articles")
     store(db, PARAGRAPHS)
     assert learn_site_boilerplate(db, sample=4) == 0
