@@ -534,6 +534,13 @@ def _clean(work: Path) -> None:
     work.mkdir(parents=True)
 
 
+def _setting(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not (sep and name.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (a newsflow setting), got {item!r}")
+    return name.strip(), value
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     internal: dict[str, Any] = {
@@ -554,10 +561,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port", type=int, default=corpus.DEFAULT_PORT)
     parser.add_argument("--batch-size", type=int, help="NEWSFLOW_BATCH_SIZE for b, b0 and c (default: newsflow's)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
                         help="a newsflow setting for every stage, e.g. duckdb_memory_limit=256MB (repeatable)")
     args = parser.parse_args(argv)
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = dict(args.set)
     run(args.n, args.seed, args.stages.split(","), args.repeat, args.workers, args.port, args.batch_size, settings)
 
 

@@ -7,6 +7,7 @@ Per-run choices (which sources, which database) are flow parameters instead.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DB = Path("data/news.duckdb")
+_MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*[A-Za-z%]*\s*$")
 USER_AGENT = "newsflow/0.1 (news research crawler; +https://github.com/newsflow/newsflow)"
 
 
@@ -60,6 +62,15 @@ class Settings(BaseSettings):
     # ... and while it builds the search index, which would otherwise take all of it (at 49,425
     # articles: +550 MB of RSS with 512MB, +216 MB with 128MB, in the same 19 s)
     duckdb_search_memory_limit: str = "128MB"
+
+    @field_validator("duckdb_memory_limit", "duckdb_search_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        # DuckDB's own parser has the last word (on connect); this only catches a value with no
+        # number up front, which DuckDB would refuse at the end of a run, not naming the setting.
+        if not _MEMORY_SIZE.match(value):
+            raise ValueError(f"expected a size such as 512MB or 1GB, got {value!r}")
+        return value
 
     @field_validator("allow_private_hosts", mode="before")
     @classmethod

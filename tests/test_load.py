@@ -224,3 +224,18 @@ def test_reextraction_that_changes_a_text_reclusters(fresh_db: Path):
     assert load.update_extractions(fresh_db, "run-2", [rewritten]) == 1
     assert load.recluster(fresh_db) >= 1
     assert clusters() == {first.article_id: first.article_id, copy.article_id: copy.article_id}
+
+
+@pytest.mark.parametrize("name", ["duckdb_memory_limit", "duckdb_search_memory_limit"])
+def test_memory_limits_are_checked_when_settings_are_read(name: str, monkeypatch: pytest.MonkeyPatch):
+    from pydantic import ValidationError
+
+    from tasks.settings import Settings
+
+    for good in ("512MB", "1 GB", "1.5GiB"):
+        monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", good)
+        value = getattr(Settings(), name)
+        duckdb.connect(config={"memory_limit": value}).close()  # and DuckDB takes it
+    monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", "lots")
+    with pytest.raises(ValidationError, match=f"{name}[\\s\\S]*expected a size"):
+        Settings()
