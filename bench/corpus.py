@@ -5,7 +5,8 @@
 
 Pages are rendered through the bundled sample's outlet templates (`data/sample/make_sample.py`:
 cookie banners, nav, share bars, ads, newsletter boxes, related stories, comments, footers), with
-bodies recombined sentence by sentence from the sample's texts, so no two pages are
+bodies recombined sentence by sentence from the sample's texts (the Russian outlet's sample is too
+small for that: its sentences are drawn word by word, see `_sentences`), so no two pages are
 near-duplicates except the ~2% planted on purpose (a wire story carried by another outlet, its
 last paragraph trimmed, a local intro on top). Lengths vary (a few too-short pages), as do
 comments, images, JSON-LD/meta presence, inline CSS/JS weight and footer link lists; ~3% are
@@ -40,7 +41,7 @@ import sys
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -67,6 +68,8 @@ HOST_OUTLETS = (["harbourgazette"] * 5 + ["northfieldledger"] * 5 + ["kestrelnew
 CRAWL_START = datetime(2026, 11, 20, 6, 0, 0, tzinfo=UTC)
 WIRE_SHARE = 0.02  # planted near-duplicates
 NOT_ARTICLE_SHARE = 0.03  # section fronts and static pages (outlets whose templates have them)
+# Bump when the pages change: `ensure` rebuilds a corpus made by another version.
+GENERATOR = 2
 _SENTENCE = re.compile(r"(?<=[.!?\"”»])\s+(?=[A-ZА-Я\"“«])")
 
 
@@ -148,13 +151,41 @@ def host_of(i: int) -> Host:
     return HOSTS[i % len(HOSTS)]
 
 
+# Recombining whole sentences keeps pages apart only when the pool is large: two English pages of
+# ~15 sentences drawn from ~400 share about one. The Russian sample has 12 sentences, so every
+# Russian page repeated most of the others and all of them formed one near-duplicate cluster
+# (2,489 of 50,000 pages), which made the load's clustering cost grow with the corpus. Below this
+# many sentences, sentences are drawn word by word from the pool's vocabulary instead.
+MIN_SENTENCE_POOL = 100
+
+
 def _body(seed: int, i: int, language: str) -> list[str]:
     """Page i's own paragraphs: 1-40 of them, 1-4 sentences each, drawn from the language's pool."""
     rng = _rng(seed, i, "body")
-    pool = pools().sentences[language]
+    sentence = _sentences(language, rng)
     # log-normal around 7 paragraphs: mostly 3-15, a few one-liners (too short) and long reads
     count = max(1, min(40, round(rng.lognormvariate(math.log(7), 0.6))))
-    return [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 4))) for _ in range(count)]
+    return [" ".join(sentence() for _ in range(rng.randint(1, 4))) for _ in range(count)]
+
+
+def _sentences(language: str, rng: random.Random) -> Callable[[], str]:
+    """A source of sentences in `language`: the sample's own, or new ones of its words."""
+    pool = pools().sentences[language]
+    if len(pool) >= MIN_SENTENCE_POOL:
+        return lambda: rng.choice(pool)
+    words = _vocabulary(language)
+
+    def drawn() -> str:
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(8, 22)))
+        return text[0].upper() + text[1:] + "."
+    return drawn
+
+
+@cache
+def _vocabulary(language: str) -> tuple[str, ...]:
+    """The distinct words of a language's sentence pool, lowercased, without punctuation."""
+    words = (w.strip(".,;:!?\"“”«»()").lower() for s in pools().sentences[language] for w in s.split())
+    return tuple(sorted({w for w in words if w}))
 
 
 def _wire_source(seed: int, i: int) -> int | None:
@@ -279,17 +310,18 @@ def build(out: Path, n: int, seed: int = 1) -> dict:
             counts[page.kind] += 1
             counts["wire_copies"] += bool(page.wire_id)
             counts["bytes"] += len(body)
-    meta = {"n": n, "seed": seed, "hosts": {h.name: {"outlet": h.outlet, "ip": h.ip} for h in HOSTS},
+    meta = {"n": n, "seed": seed, "generator": GENERATOR, "hosts": {h.name: {"outlet": h.outlet, "ip": h.ip} for h in HOSTS},
             "counts": dict(counts), "warc_bytes": (out / WARC).stat().st_size}
     (out / META).write_text(json.dumps(meta, indent=1) + "\n", "utf-8")
     return meta
 
 
 def ensure(n: int, seed: int = 1, out: Path | None = None) -> Path:
-    """The corpus directory for (n, seed), built if it is not there yet."""
+    """The corpus directory for (n, seed), built if it is not there yet (or by another GENERATOR)."""
     directory = out or OUT / f"n{n}-s{seed}"
     meta = directory / META
-    if not (meta.exists() and json.loads(meta.read_text())["n"] == n):
+    made = json.loads(meta.read_text()) if meta.exists() else {}
+    if (made.get("n"), made.get("generator")) != (n, GENERATOR):
         build(directory, n, seed)
     return directory
 
