@@ -31,7 +31,7 @@ from tasks.similarity import BANDS, NUM_PERM, band_keys, is_match
 CLUSTER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS article_signatures (
     sig_key      INTEGER NOT NULL,        -- surrogate: keeps the band table at 12 bytes a row
-    article_id   VARCHAR PRIMARY KEY,
+    article_id   VARCHAR NOT NULL,        -- unique (kept so by add_signatures; no index: tasks/load.py)
     published_at TIMESTAMPTZ,
     fetched_at   TIMESTAMPTZ,
     signature    BLOB NOT NULL            -- NUM_PERM little-endian uint32 MinHash values

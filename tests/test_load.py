@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,61 @@ def test_second_load_of_same_pages_adds_no_article(fresh_db: Path):
     # the same batch retried within one run records nothing twice
     load.load_batch(fresh_db, "run-2", batch)
     assert len(table_rows(fresh_db, "fetches")) == 4
+
+
+def test_a_url_listed_twice_in_a_batch_is_recorded_once(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    final = load.load_batch(fresh_db, "run-1", [article("https://news.example/a"), article("https://news.example/a")])
+    assert [r.state for r in final] == [State.LOADED, State.DUPLICATE]
+    assert len(table_rows(fresh_db, "articles")) == 1
+    assert [(url, state) for _, url, _, state, *_ in table_rows(fresh_db, "fetches")] == [
+        ("https://news.example/a", "loaded")]  # the first row for (run, url) stands
+
+
+def test_concurrent_loads_in_one_process_keep_keys_unique(fresh_db: Path):
+    # The growing tables have no PRIMARY KEY (tasks/load.py SCHEMA): their keys are unique only
+    # because this process runs one write transaction at a time.
+    load.ensure_schema(fresh_db)
+    batch = [article(f"https://news.example/{i}", text=f"Story number {i}.") for i in range(40)]
+    with load.held(fresh_db), ThreadPoolExecutor(4) as threads:
+        list(threads.map(lambda run: load.load_batch(fresh_db, run, batch), ["run-1"] * 4 + ["run-2"] * 4))
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        counts = con.execute("SELECT (SELECT count(*) FROM articles), (SELECT count(DISTINCT article_id) FROM articles), "
+                             "(SELECT count(*) FROM url_aliases), (SELECT count(DISTINCT url) FROM url_aliases), "
+                             "(SELECT count(*) FROM fetches), (SELECT count(*) FROM article_signatures)").fetchone()
+    assert counts[0] == counts[1] == 40 and counts[2] == counts[3]
+    assert counts[4] == 80  # one row per (run, url)
+    assert counts[5] == 0  # these texts are too short to sign
+
+
+def _keyed(schema: str) -> str:
+    """The schema as newsflow made it before the growing tables lost their PRIMARY KEY."""
+    changes = [("article_id        VARCHAR NOT NULL,", "article_id VARCHAR PRIMARY KEY,"),
+               ("url         VARCHAR NOT NULL,            -- unique", "url VARCHAR PRIMARY KEY, --"),
+               ("recorded_at TIMESTAMPTZ                  -- (run_id, url) is unique\n",
+                "recorded_at TIMESTAMPTZ, PRIMARY KEY (run_id, url)\n"),
+               ("article_id   VARCHAR NOT NULL,", "article_id VARCHAR PRIMARY KEY,")]
+    for old, new in changes:
+        assert schema.count(old) == 1, old
+        schema = schema.replace(old, new)
+    return schema
+
+
+def test_a_database_made_with_keys_is_rebuilt_without_them(fresh_db: Path):
+    with duckdb.connect(str(fresh_db)) as con:
+        con.execute(_keyed(load.SCHEMA))
+    first = load.load_batch(fresh_db, "run-1", [article("https://news.example/a", text=WIRE)])
+    before = {t: table_rows(fresh_db, t) for t in ("articles", "url_aliases", "fetches", "article_signatures")}
+    load.start_run(fresh_db, "run-2", "ingest", {})
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        keyed = con.execute("SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                            "ORDER BY ALL").fetchall()
+        leftovers = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%keyed'").fetchall()
+    assert keyed == [("partitions",), ("runs",), ("site_boilerplate",), ("sources",)] and leftovers == []
+    assert {t: table_rows(fresh_db, t) for t in before} == before and len(before["article_signatures"]) == 1
+    again = load.load_batch(fresh_db, "run-2", [article("https://news.example/a", text=WIRE)])
+    assert [r.state for r in first + again] == [State.LOADED, State.DUPLICATE]
+    assert len(table_rows(fresh_db, "articles")) == 1
 
 
 def test_same_text_under_another_url_is_a_duplicate(fresh_db: Path):
