@@ -325,14 +325,14 @@ _GROWING = ["articles", "url_aliases", "fetches", "article_signatures"]
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """SCHEMA, after rebuilding without their key any growing tables an older newsflow made with one."""
-    keyed = _drop_growing_keys_before(con)
+    keyed = _set_keyed_tables_aside(con)
     con.execute(SCHEMA)
     for table in keyed:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {table}__keyed")
         con.execute(f"DROP TABLE {table}__keyed")
 
 
-def _drop_growing_keys_before(con: duckdb.DuckDBPyConnection) -> list[str]:
+def _set_keyed_tables_aside(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Rename the growing tables that still have a PRIMARY KEY out of SCHEMA's way; their names."""
     keyed = [t for (t,) in con.execute(
         "SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
