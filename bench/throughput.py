@@ -264,6 +264,9 @@ def _records(n: int, seed: int) -> list:
     return normalise_batch(records)
 
 
+STRETCH = 5000
+
+
 def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
     """articles/s of load_batch into fresh databases (held open, as the flows do): batches of 200
     and one bulk batch, with and without the near-duplicate clustering step inside it."""
@@ -279,13 +282,19 @@ def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
             db = work / f"load-{cluster}-{size}.duckdb"
             db.unlink(missing_ok=True)
             load.ensure_schema(db)
-            started = time.monotonic()
+            started = last = time.monotonic()
+            loaded, stretches = 0, []  # articles/s of each STRETCH articles: does the load slow down as the DB grows?
             with load.held(db):  # as the flows run: the database open for the whole run
-                loaded = sum(sum(r.state == "loaded" for r in load.load_batch(db, "bench", chunk))
-                             for chunk in batches(records, size))
+                for chunk in batches(records, size):
+                    loaded += sum(r.state == "loaded" for r in load.load_batch(db, "bench", chunk))
+                    if size < len(records) and loaded // STRETCH > len(stretches):
+                        now = time.monotonic()
+                        stretches.append(round(STRETCH / (now - last)))
+                        last = now
             seconds = time.monotonic() - started  # the final close (checkpoint) included
             out[f"batch{size if size == 200 else '_all'}_{'cluster' if cluster else 'nocluster'}"] = {
-                "seconds": round(seconds, 2), "articles_per_s": round(len(records) / seconds), "loaded": loaded}
+                "seconds": round(seconds, 2), "articles_per_s": round(len(records) / seconds), "loaded": loaded,
+                **({"per_stretch": stretches} if stretches else {})}
     load._cluster = clustering
     return out
 
@@ -441,7 +450,7 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
             r["b0"] = flow_stage("b0", HERE + ["_plain_backfill", str(warc), str(db0)], env, db0, work, False)
             _say("b0", r["b0"])
         if "d" in stages and attempt == 0:
-            m = measure(HERE + ["_load", str(min(n, 20000)), str(seed), str(work)], env, work / "d.log")
+            m = measure(HERE + ["_load", str(min(n, 50000)), str(seed), str(work)], env, work / "d.log")
             r["d"] = {**_json_line(work / "d.log"), **_mem(m)}
             _say("d", r["d"])
             _save(results, r, n)
