@@ -41,6 +41,7 @@ class Request:
     query: str
     headers: dict[str, str]  # names lowercased
     received_at: float  # time.monotonic()
+    client_port: int = 0  # one per TCP connection the client opened
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _handler_class(routes: Mapping[str, Route], server: Server) -> type[BaseHTTP
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path, _, query = self.path.partition("?")
             request = Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()},
-                              time.monotonic())
+                              time.monotonic(), self.client_address[1])
             with server.lock:
                 server.requests.append(request)
                 server.in_flight += 1

@@ -6,6 +6,7 @@ import gzip
 import io
 import ipaddress
 import itertools
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -349,6 +350,23 @@ def test_per_host_concurrency_is_bounded(settings: Settings) -> None:
         results = fetch_batch([article(u) for u in urls], settings.model_copy(update={"per_host": 2}))
     assert all(r.state is None for r in results)
     assert site.max_in_flight == 2  # reached, never exceeded
+
+
+def test_connections_are_kept_alive_with_many_requests_in_flight(settings: Settings) -> None:
+    # httpx's default pool closed an idle connection whenever more than 20 were open in all
+    # (encode/httpcore#1000): with more in flight, nearly every request opened a new one.
+    together = threading.Barrier(24, timeout=10)
+
+    def in_waves(_: Request) -> tuple[int, dict[str, str], bytes]:
+        together.wait()  # 24 requests in flight at once, then the next 24
+        return html(PAGE)
+
+    with serve({"/": in_waves}) as site:
+        urls = [site.url(f"/?n={i}") for i in range(48)]
+        results = fetch_batch([article(u) for u in urls],
+                              settings.model_copy(update={"per_host": 24, "concurrency": 24}))
+    assert all(r.state is None for r in results)
+    assert len({r.client_port for r in site.requests}) == 24  # the second wave reused the first's
 
 
 def test_waiting_for_a_host_slot_does_not_count_against_the_deadline(settings: Settings) -> None:
