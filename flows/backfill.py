@@ -15,6 +15,7 @@ from tasks.backfill import (BatchStages, Request, Window, backfill_prepare_task,
                             reextract_load_task, reextract_prepare_task, run_partitions)
 from tasks.load import (finish_run_task, held, learn_boilerplate_task, recluster_task, refresh_search_task,
                         start_run_task)
+from tasks.extract import shutdown_pool
 from tasks.pipeline import load_batch_task
 from tasks.settings import Settings
 
@@ -43,6 +44,7 @@ def backfill(
             learn_boilerplate_task(db_path)  # what every site repeats, from all that is stored (see finish_run)
         stages = _stages(db_path, run_id, settings, request)
         results = run_partitions(partitions, settings, db_path, run_id, request.domains, stages, get_run_logger())
+        shutdown_pool()  # the extraction workers' memory back before the run's closing steps (index build)
         finish_run_task(db_path, run_id, sum(r.counts["records"] - r.counts["filtered"] for r in results),
                         "failed" if any(r.status == "failed" for r in results) else "completed")
         if reextract:

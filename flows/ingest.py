@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from flows.report import publish_summary
+from tasks.extract import shutdown_pool
 from tasks.load import finish_run_task, held, refresh_search_task, save_source_states_task, start_run_task
 from tasks.pipeline import load_batch_task, pipelined, prepare_batch_task
 from tasks.records import batches
@@ -56,6 +57,7 @@ def ingest(
                            lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
                            lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
             pass  # the counts are read back from `fetches` by finish_run and publish_summary
+        shutdown_pool()  # the extraction workers' memory back before the run's closing steps (index build)
         save_source_states_task(db_path, source_states)
         finish_run_task(db_path, run_id, len(candidates))
         refresh_search_task(db_path)

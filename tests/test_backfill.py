@@ -22,6 +22,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from tests.conftest import REPO, SAMPLE, loopback_path, sample_pages
+from tasks import extract
 from tasks.backfill import (BackfillRequestError, Request, Window, apply_window, clean_domains, on_domains,
                             warc_partitions)
 from tasks.records import Article, Extracted, SourceKind, State
@@ -204,6 +205,7 @@ def test_domain_filter_runs_before_extraction(prefect_harness: None, env: Path, 
 
     db = env / "news.duckdb"
     summary = backfill(warcs=[str(p) for p in three_warcs], domains=["harbourgazette.example"], db=str(db))
+    assert extract._pool is None  # the workers went once the batches were done, before the index build
     harbour = [p for p in sample_pages() if "harbourgazette" in p["url"]]
     assert {d for (d,) in rows(db, "SELECT DISTINCT domain FROM articles")} == {"harbourgazette.example"}
     assert rows(db, "SELECT count(*) FROM fetches") == [(len(harbour),)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tasks import extract
 from tests.conftest import loopback_path, sample_pages
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "newsflow_env")
@@ -25,6 +26,7 @@ def test_feed_to_duckdb(sample_site, fresh_db: Path):
 
     summary = ingest(feeds=[sample_site.url("/feed.xml")], db=str(fresh_db))
     assert [(e["discovered"], e["loaded"]) for e in summary] == [(len(ARTICLE_PAGES), len(ARTICLE_PAGES))]
+    assert extract._pool is None  # the workers went once the batches were done, before the index build
     with duckdb.connect(str(fresh_db), read_only=True) as con:
         titles = dict(con.execute("SELECT url, title FROM articles").fetchall())
         fetches = con.execute("SELECT url, state FROM fetches").fetchall()
