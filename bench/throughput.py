@@ -283,11 +283,12 @@ def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
             db.unlink(missing_ok=True)
             load.ensure_schema(db)
             started = last = time.monotonic()
-            loaded, stretches = 0, []  # articles/s of each STRETCH articles: does the load slow down as the DB grows?
+            loaded, done, stretches = 0, 0, []  # articles/s of each STRETCH records: does the load slow as the DB grows?
             with load.held(db):  # as the flows run: the database open for the whole run
                 for chunk in batches(records, size):
                     loaded += sum(r.state == "loaded" for r in load.load_batch(db, "bench", chunk))
-                    if size < len(records) and loaded // STRETCH > len(stretches):
+                    done += len(chunk)  # stretches by records handed to the load, loaded or not
+                    if size < len(records) and done // STRETCH > len(stretches):
                         now = time.monotonic()
                         stretches.append(round(STRETCH / (now - last)))
                         last = now
