@@ -703,20 +703,23 @@ def _learn_boilerplate(con: duckdb.DuckDBPyConnection, domains: list[str] | None
     staged = pa.table({"domain": pa.array(domains or [], pa.string())})  # noqa: F841
     chosen = "" if domains is None else "JOIN staged USING (domain)"
     # Counted in SQL (vectorised, on every core): tokenising 200 articles a domain in Python cost
-    # ~3 ms a page in the loading process (bench/throughput.py profile).
+    # ~3 ms a page in the loading process (bench/throughput.py profile). The sample is chosen
+    # before any text is read: a window over the texts of every stored article needed memory
+    # in proportion to the archive (50k articles: out of memory at a 128MB limit).
     rows = con.execute(
         f"""
-        WITH sample AS (
-            SELECT domain, article_id, text FROM (
-                SELECT a.domain, a.article_id, a.text,
-                       row_number() OVER (PARTITION BY a.domain ORDER BY a.fetched_at DESC) AS n
-                FROM articles a {chosen} WHERE a.text IS NOT NULL AND a.domain IS NOT NULL)
-            WHERE n <= $sample),
+        WITH picked AS (
+            SELECT a.article_id FROM articles a {chosen}
+            WHERE a.text IS NOT NULL AND a.domain IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY a.domain ORDER BY a.fetched_at DESC) <= $sample),
+        sample AS (SELECT a.domain, a.article_id, a.text FROM articles a SEMI JOIN picked USING (article_id)),
         totals AS (SELECT domain, count(*) AS total FROM sample GROUP BY domain),
+        -- unnest in the select list: as a lateral join it carried each text along with every
+        -- one of its lines (out of memory at 128MB on a 4,000-text sample)
+        split AS (SELECT domain, article_id, unnest(string_split(text, chr(10))) AS line FROM sample),
         lines AS (
             SELECT DISTINCT domain, article_id, lower(trim(regexp_replace(line, '\\s+', ' ', 'g'))) AS line
-            FROM sample, unnest(string_split(text, chr(10))) AS t(line)
-            WHERE trim(line) <> '')
+            FROM split WHERE trim(line) <> '')
         SELECT l.domain, l.line FROM lines l JOIN totals USING (domain)
         GROUP BY l.domain, l.line, totals.total
         HAVING count(*) >= greatest($min_articles, $min_share * totals.total)

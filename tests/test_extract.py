@@ -357,6 +357,20 @@ def test_site_boilerplate_is_learned_from_stored_articles(tmp_path: Path) -> Non
     assert NEWSLETTER not in page.text and PARAGRAPHS[-1] in page.text
 
 
+def test_learning_needs_memory_for_the_sample_not_for_its_lines_times_texts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.load import learn_site_boilerplate, site_boilerplate
+
+    # 200 articles of 300 lines (~12 KB each, 2.4 MB in all): a query that carried each text
+    # along with each of its lines needed ~700 MB and ran out of a 32MB limit.
+    db = tmp_path / "news.duckdb"
+    store(db, [f"{NEWSLETTER}\n" + "\n".join(f"line {i} of article {a}, told at some length" for i in range(300))
+               for a in range(200)])
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "32MB")
+    assert learn_site_boilerplate(db, ["gazette.example"]) == 1
+    assert site_boilerplate(db, ["gazette.example"]) == {"gazette.example": frozenset({line_key(NEWSLETTER)})}
+
+
 def test_learned_lines_stay_when_newer_articles_no_longer_carry_them(tmp_path: Path) -> None:
     from tasks.load import learn_site_boilerplate, site_boilerplate, transaction
 
