@@ -195,7 +195,7 @@ def connect(db: Path | str, read_only: bool = False,
 
 def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, retried while another process holds the file (and telling it so)."""
-    config = {"memory_limit": Settings().duckdb_memory_limit}
+    config = {} if read_only else {"memory_limit": Settings().duckdb_memory_limit}
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:

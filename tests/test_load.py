@@ -282,6 +282,22 @@ def test_reextraction_that_changes_a_text_reclusters(fresh_db: Path):
     assert clusters() == {first.article_id: first.article_id, copy.article_id: copy.article_id}
 
 
+def test_writers_run_under_the_memory_limit_and_queries_under_duckdbs_default(
+        fresh_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "96MB")
+    probe = duckdb.connect()
+    default = probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    probe.execute("SET memory_limit = '96MB'")
+    limited = probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert default != limited
+    with load.transaction(fresh_db) as con:  # a writer: its cache is bounded
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == limited
+    # someone's query, alone on the file: DuckDB's own default, for one query's lifetime
+    assert load.query(fresh_db, "SELECT current_setting('memory_limit')")[1] == [(default,)]
+    with load.held(fresh_db):  # during a run, queries share the run's open database and its limit
+        assert load.query(fresh_db, "SELECT current_setting('memory_limit')")[1] == [(limited,)]
+
+
 @pytest.mark.parametrize("name", ["duckdb_memory_limit", "duckdb_search_memory_limit"])
 def test_memory_limits_are_checked_when_settings_are_read(name: str, monkeypatch: pytest.MonkeyPatch):
     from pydantic import ValidationError
