@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,19 @@ def test_record_has_uri_date_headers_and_payload_digest(tmp_path: Path) -> None:
     assert payload == body
     back = read_raw(ref)
     assert (back.url, back.status, back.body) == ("https://news.example/a", 200, body)
+
+
+def test_each_record_is_a_plain_gzip_member_any_reader_inflates(tmp_path: Path) -> None:
+    bodies = [f"<html><p>page {i}</p></html>".encode() * 50 for i in range(3)]
+    with raw_writer(tmp_path, now=FETCHED) as writer:
+        refs = [writer.write(f"https://news.example/{i}", 200, "OK", HEADERS, b, FETCHED) for i, b in enumerate(bodies)]
+    data = Path(refs[0].path).read_bytes()
+    assert [r.offset for r in refs] == [0, refs[0].length, refs[0].length + refs[1].length]
+    assert refs[-1].offset + refs[-1].length == len(data)
+    for ref, body in zip(refs, bodies, strict=True):  # the standard library's gzip, member by member
+        record = gzip.decompress(data[ref.offset:ref.offset + ref.length])
+        assert record.startswith(b"WARC/1.") and record.rstrip(b"\r\n").endswith(body)
+    assert gzip.decompress(data).count(b"WARC/1.") == 3  # and the file as one multi-member stream (zcat)
 
 
 def test_rotates_when_a_file_is_full(tmp_path: Path) -> None:
