@@ -406,7 +406,7 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
     # httpcore closes an idle connection whenever the pool holds more connections in all (not idle
     # ones: encode/httpcore#1000) than max_keepalive_connections, 20 by default. With more
     # requests in flight than that, nearly every response closed its connection and the next
-    # request to that host opened a new one (TCP, and TLS for https): 196 connections for 200
+    # request to that host opened a new one (TCP, and TLS for https): 196-198 connections for 200
     # pages of 20 hosts (bench/corpus.py's site). Room for every request in flight and as many
     # idle connections keeps them alive; beyond that the idle ones go, as intended.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.concurrency, 1))
