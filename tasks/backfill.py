@@ -413,7 +413,7 @@ from prefect import task  # noqa: E402  (at the bottom: the logic above needs no
 from prefect.cache_policies import NONE  # noqa: E402
 
 plan_task = task(name="plan-backfill", cache_policy=NONE)(plan)
-backfill_prepare_task = task(name="prepare-batch", cache_policy=NONE, retries=1, retry_delay_seconds=5)(backfill_prepare)
+backfill_prepare_task = task(name="backfill-prepare", cache_policy=NONE, retries=1, retry_delay_seconds=5)(backfill_prepare)
 reextract_prepare_task = task(name="reextract-prepare", cache_policy=NONE, retries=1,
                               retry_delay_seconds=5)(reextract_prepare)
 reextract_load_task = task(name="reextract-load", cache_policy=NONE, retries=1, retry_delay_seconds=5)(reextract_load)

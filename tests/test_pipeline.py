@@ -77,3 +77,24 @@ def test_an_error_waits_for_the_work_in_flight_and_then_surfaces() -> None:
         # batch 3 was already being prepared when 2 failed: it is waited for, not abandoned
         assert 3 in finished
     assert seen == [0, 1]  # loaded before the failure; nothing after it is loaded
+
+
+def test_every_prefect_task_has_its_own_name() -> None:
+    """Task runs are read by name in Prefect's UI and API: two tasks under one name would mix
+    a backfill's prepares with an ingest's."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import tasks
+
+    owners: dict[str, dict[int, str]] = {}  # name -> the task objects (a task imported elsewhere is one object)
+    for module_info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{module_info.name}")
+        for attribute, value in vars(module).items():
+            if isinstance(value, Task):
+                owners.setdefault(value.name, {}).setdefault(id(value), f"{module.__name__}.{attribute}")
+    assert "load-batch" in owners, "the task modules' tasks were not found"
+    shared = {name: sorted(where.values()) for name, where in owners.items() if len(where) > 1}
+    assert not shared, f"task names used twice: {shared}"
