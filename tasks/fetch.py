@@ -403,36 +403,41 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
                             write=settings.read_timeout, pool=settings.connect_timeout)
     # Cookies would be filed under the pinned IP, not the site, and leak between sites on one IP.
     cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    # httpcore closes an idle connection whenever the pool holds more connections in all (not idle
-    # ones: encode/httpcore#1000) than max_keepalive_connections, 20 by default. With more
-    # requests in flight than that, nearly every response closed its connection and the next
-    # request to that host opened a new one (TCP, and TLS for https): 196-198 connections for 200
-    # pages of 20 hosts (bench/corpus.py's site). Room for every request in flight and as many
-    # idle connections keeps them alive; beyond that the idle ones go, as intended.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.concurrency, 1))
+    # One connection pool per site (_SitePools). httpcore closes an idle connection whenever its
+    # pool holds more connections in all (not idle ones: encode/httpcore#1000) than
+    # max_keepalive_connections, 20 by default; with more requests in flight than that, nearly
+    # every response closed its connection and the next request to that host opened a new one:
+    # 196-198 connections for 200 pages of 20 hosts (bench/corpus.py's site). A site has at most
+    # `per_host` requests in flight, so room for those and as many idle connections keeps them
+    # alive; beyond that the idle ones go, as intended.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.per_host, 1))
     async with httpx.AsyncClient(
-        transport=_PinnedTransport(limits), timeout=timeout, follow_redirects=False, trust_env=False,
+        transport=_SitePools(limits), timeout=timeout, follow_redirects=False, trust_env=False,
         cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     ) as client:
         yield _Session(client, settings, Pacer(settings.cache_dir / "hosts", settings.per_host),
                        asyncio.Semaphore(settings.concurrency), RobotsCache(settings.cache_dir / "robots"))
 
 
-class _PinnedTransport(httpx.AsyncBaseTransport):
-    """One connection pool per TLS server name.
+class _SitePools(httpx.AsyncBaseTransport):
+    """One connection pool per site (scheme and Host).
 
-    Requests go to IP-literal URLs, so httpcore's pool would otherwise reuse a connection made
-    (and certificate-checked) for one site for another site on the same IP.
+    Requests go to IP-literal URLs (the address vetted by `_vetted_ip`), so one pool for all
+    would reuse a connection made, and certificate-checked, for one site for another site on the
+    same IP. And httpcore's pool walks all its connections for every request it assigns, polling
+    each idle socket (`has_expired`): with one pool for a batch's 20 hosts that was ~15% of the
+    fetching process's samples (py-spy, `ingest` of 5,000 loopback pages). A site's pool holds a
+    few connections.
     """
 
     def __init__(self, limits: httpx.Limits) -> None:
         # Building an SSL context loads the CA bundle (~30 ms, blocking the loop): do it once.
         self._tls = httpx.create_ssl_context(trust_env=False)
         self._limits = limits
-        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._pools: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = str(request.extensions.get("sni_hostname", ""))
+        key = (request.url.scheme, request.headers.get("host", ""))
         if key not in self._pools:
             self._pools[key] = httpx.AsyncHTTPTransport(verify=self._tls, trust_env=False, limits=self._limits)
         return await self._pools[key].handle_async_request(request)

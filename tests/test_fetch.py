@@ -369,6 +369,24 @@ def test_connections_are_kept_alive_with_many_requests_in_flight(settings: Setti
     assert len({r.client_port for r in site.requests}) == 24  # the second wave reused the first's
 
 
+def test_a_connection_serves_one_site_even_when_sites_share_an_ip(settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Requests go to the vetted IP: a pool keyed by address alone would hand a connection opened
+    # for one site (and, over TLS, certificate-checked for it) to another site on that address.
+    fake_dns(monkeypatch, {"a.example": ["127.0.0.1"], "b.example": ["127.0.0.1"]})
+    with serve({"/": html(PAGE)}) as site:
+        port = site.base_url.rsplit(":", 1)[1]
+        urls = [f"http://{name}.example:{port}/?n={i}" for i in range(4) for name in "ab"]
+        results = fetch_batch([article(u) for u in urls],  # one at a time: every request could reuse
+                              settings.model_copy(update={"per_host": 1, "concurrency": 1}))
+    assert all(r.state is None for r in results)
+    hosts_by_connection: dict[int, set[str]] = {}
+    for request in site.requests:
+        hosts_by_connection.setdefault(request.client_port, set()).add(request.headers["host"])
+    assert all(len(hosts) == 1 for hosts in hosts_by_connection.values()), hosts_by_connection
+    assert len(hosts_by_connection) == 2  # and each site's requests reused its one connection
+
+
 def test_waiting_for_a_host_slot_does_not_count_against_the_deadline(settings: Settings) -> None:
     def slow(_: Request) -> tuple[int, dict[str, str], bytes]:
         time.sleep(0.6)
