@@ -101,6 +101,9 @@ def classify(cmd: str) -> str:
     return "other"
 
 
+TIMELINE_STEP = 1.0  # seconds between the timeline's points
+
+
 class TreeSampler:
     """Samples a process tree until stopped: peak memory and each process's last CPU time."""
 
@@ -108,6 +111,11 @@ class TreeSampler:
         self.pid, self.every = pid, every
         self.peak_pss = self.peak_rss = self.peak_single = 0
         self.cpu: dict[int, tuple[float, str]] = {}
+        # (seconds since start, PSS MB of the tree, of the root process, of its workers, CPU
+        # seconds so far of the root and of the workers): is the memory flat, climbing with the
+        # pages read, or a spike at the end (index builds)? When are the workers busy?
+        self.timeline: list[tuple[float, int, int, int, float, float]] = []
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -121,15 +129,25 @@ class TreeSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pss = rss = 0
+            pss = rss = root = workers = 0
+            root_cpu = workers_cpu = 0.0
             for pid in _descendants(self.pid):
                 got = _sample(pid)
                 if got is None:
                     continue
                 pss, rss = pss + got[0], rss + got[1]
+                if pid == self.pid:
+                    root, root_cpu = got[0], got[2]
+                elif classify(got[3]) == "workers":
+                    workers, workers_cpu = workers + got[0], workers_cpu + got[2]
                 self.peak_single = max(self.peak_single, got[1])
                 self.cpu[pid] = (got[2], got[3])
             self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            elapsed = time.monotonic() - self._started
+            if not self.timeline or elapsed - self.timeline[-1][0] >= TIMELINE_STEP:
+                mb = 1024 * 1024
+                self.timeline.append((round(elapsed, 1), pss // mb, root // mb, workers // mb,
+                                      round(root_cpu, 1), round(workers_cpu, 1)))
             self._stop.wait(self.every)
 
     def report(self) -> dict[str, Any]:
@@ -139,7 +157,12 @@ class TreeSampler:
             cpu[kind] = round(cpu.get(kind, 0.0) + seconds, 2)
         mb = 1024 * 1024
         return {"peak_pss_mb": round(self.peak_pss / mb), "peak_rss_mb": round(self.peak_rss / mb),
-                "peak_single_rss_mb": round(self.peak_single / mb), "cpu_s": cpu}
+                "peak_single_rss_mb": round(self.peak_single / mb), "cpu_s": cpu,
+                # each process apart: the forkserver (imports once) against the workers it forks
+                "cpu_s_by_process": sorted(((("parent" if pid == self.pid else classify(cmd)), pid, round(seconds, 2))
+                                            for pid, (seconds, cmd) in self.cpu.items() if seconds >= 0.05),
+                                           key=lambda row: -row[2]),
+                "pss_timeline_mb": self.timeline}
 
 
 def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -534,7 +557,8 @@ def _mem(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _say(key: str, value: dict[str, Any]) -> None:
-    print(f"{key}: {json.dumps(value, default=str)}", flush=True)
+    shown = {k: v for k, v in value.items() if k not in ("pss_timeline_mb", "cpu_s_by_process")}  # in the JSON only
+    print(f"{key}: {json.dumps(shown, default=str)}", flush=True)
 
 
 def _clean(work: Path) -> None:

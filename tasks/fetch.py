@@ -78,6 +78,7 @@ show in `sources.last_status`/`last_error` (tasks/sources.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
@@ -419,6 +420,14 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
                        asyncio.Semaphore(settings.concurrency), RobotsCache(settings.cache_dir / "robots"))
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The process's TLS settings, built once: building one loads the CA bundle (~30 ms, blocking
+    the event loop), and each batch's session used to build its own. An SSLContext is safe to
+    share between connections and threads; it holds no per-connection state."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class _SitePools(httpx.AsyncBaseTransport):
     """One connection pool per site (scheme and Host).
 
@@ -431,8 +440,7 @@ class _SitePools(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, limits: httpx.Limits) -> None:
-        # Building an SSL context loads the CA bundle (~30 ms, blocking the loop): do it once.
-        self._tls = httpx.create_ssl_context(trust_env=False)
+        self._tls = _tls_context()
         self._limits = limits
         self._pools: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
 
