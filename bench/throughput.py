@@ -13,8 +13,9 @@ Stages (each in its own subprocess, its process tree sampled from /proc every 0.
         functions without Prefect (the difference is Prefect's share)
     c   `newsflow ingest --urls-file` from the 20-host loopback site (bench/corpus.py serve),
         NEWSFLOW_HOST_DELAY=0
-    d   tasks.load.load_batch alone on pre-built records (batches of 200 and one bulk batch,
-        with and without near-duplicate clustering)
+    d   tasks.load.load_batch alone on pre-built records (batches of the flows' size and one bulk
+        batch, with and without near-duplicate clustering), against the floor: one INSERT of the
+        same articles' columns into a bare table
     p   cProfile of the parent process during b (flow run in-process) -> profile-b.txt
 
 For b and c the time inside the flow (`runs.started_at` .. `runs.finished_at`) is the steady
@@ -291,17 +292,22 @@ STRETCH = 5000
 
 
 def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
-    """articles/s of load_batch into fresh databases (held open, as the flows do): batches of 200
-    and one bulk batch, with and without the near-duplicate clustering step inside it."""
+    """articles/s of load_batch into fresh databases (held open, as the flows do): batches of the
+    flows' size and one bulk batch, with and without the near-duplicate clustering step inside it;
+    and the floor under them, measured on the same records: DuckDB inserting the articles' columns
+    into a bare table (no dedupe, aliases, fetches or clustering), from Python objects and from an
+    Arrow table already built."""
     import tasks.load as load
     from tasks.records import batches
+    from tasks.settings import Settings
 
     records = _records(n, seed)
-    out: dict[str, Any] = {"records": len(records)}
+    batch = Settings().batch_size
+    out: dict[str, Any] = {"records": len(records), "batch_size": batch, "floor": insert_floor(records, work)}
     clustering = load._cluster
     for cluster in (True, False):
         load._cluster = clustering if cluster else (lambda con, new: 0)
-        for size in (200, len(records)):
+        for size in (batch, len(records)):
             db = work / f"load-{cluster}-{size}.duckdb"
             db.unlink(missing_ok=True)
             load.ensure_schema(db)
@@ -316,10 +322,41 @@ def load_only(n: int, seed: int, work: Path) -> dict[str, Any]:
                         stretches.append(round(STRETCH / (now - last)))
                         last = now
             seconds = time.monotonic() - started  # the final close (checkpoint) included
-            out[f"batch{size if size == 200 else '_all'}_{'cluster' if cluster else 'nocluster'}"] = {
+            out[f"{'batches' if size < len(records) else 'bulk'}_{'cluster' if cluster else 'nocluster'}"] = {
                 "seconds": round(seconds, 2), "articles_per_s": round(len(records) / seconds), "loaded": loaded,
                 **({"per_stretch": stretches} if stretches else {})}
     load._cluster = clustering
+    floor = out["floor"]["from_python_per_s"]
+    out["ratios_to_floor"] = {k: round(v["articles_per_s"] / floor, 3) for k, v in out.items()
+                              if isinstance(v, dict) and "articles_per_s" in v}
+    return out
+
+
+def insert_floor(records: list, work: Path) -> dict[str, Any]:
+    """The fastest any load of these articles could be here: one INSERT of their extracted columns
+    (text, title, authors, dates... as tasks/load.py builds them; not the URL and provenance
+    columns) into an empty table, committed and closed; timed from the records' Python objects,
+    and from an Arrow table already built."""
+    import duckdb
+    import pyarrow as pa
+
+    import tasks.load as load
+
+    rows = load._first_per([r.finish(load.State.LOADED) for r in records], lambda r: r.article_id)
+    out: dict[str, Any] = {"articles": len(rows)}
+    for label in ("from_python", "from_arrow"):
+        db = work / f"floor-{label}.duckdb"
+        db.unlink(missing_ok=True)
+        ready = pa.table(load._extraction_columns(rows)) if label == "from_arrow" else None
+        con = duckdb.connect(str(db), config={"memory_limit": load.Settings().duckdb_memory_limit})
+        started = time.monotonic()
+        staged = ready if ready is not None else pa.table(load._extraction_columns(rows))  # noqa: F841
+        con.execute("CREATE TABLE articles AS SELECT * FROM staged LIMIT 0")
+        con.execute("INSERT INTO articles SELECT * FROM staged")
+        con.close()  # the checkpoint: the rows are in the file
+        seconds = time.monotonic() - started
+        out[f"{label}_s"] = round(seconds, 2)
+        out[f"{label}_per_s"] = round(len(rows) / seconds)
     return out
 
 
