@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS signature_bands (
 
 _TS = pa.timestamp("us", tz="UTC")
 VERIFY_CHUNK = 200_000  # candidate pairs verified per numpy step (2 x 200k x 512 B)
+# New signatures looked up per candidate query. A query's pairs (and DuckDB's memory for their
+# DISTINCT) grow with its keys times the articles each band is shared with: one query for a bulk
+# batch of 50,000 ran out of memory under the loader's 128MB limit, where batches of 500 did not.
+CANDIDATE_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +160,19 @@ def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str
     return out
 
 
-def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray) -> pa.Table:
-    """Pairs (a, b), a < b, sharing a band where at least one side is among `keys`."""
+def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, found_before: int | None = None) -> pa.Table:
+    """Pairs (a, b), a < b, sharing a band where at least one side is among `keys`; with
+    `found_before`, not those whose other side is a key from `found_before` up to `keys`' first
+    (an earlier chunk of the same batch: that chunk's query found them)."""
     new = pa.table({"sig_key": keys})  # noqa: F841
+    first = int(keys[0]) if len(keys) else 0
+    since = first if found_before is None else found_before
     return con.execute("""
         WITH nb AS (SELECT b.band_key, b.sig_key FROM signature_bands b JOIN new USING (sig_key))
         SELECT DISTINCT least(nb.sig_key, o.sig_key) AS a, greatest(nb.sig_key, o.sig_key) AS b
         FROM nb JOIN signature_bands o ON o.band_key = nb.band_key AND o.sig_key <> nb.sig_key
-    """).to_arrow_table()
+        WHERE NOT (o.sig_key >= $since AND o.sig_key < $first)
+    """, {"since": since, "first": first}).to_arrow_table()
 
 
 def _all_candidates(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -225,7 +234,9 @@ def add_signatures(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]
         return 0
     keys = insert_signatures(con, [r.article_id for r in new], [r.published_at for r in new],
                              [r.fetched_at for r in new], np.stack([r.signature for r in new]))
-    pairs = _verified(con, _new_candidates(con, keys))
+    # keys are consecutive: a pair across two chunks is looked up by the earlier chunk only
+    pairs = [pair for lo in range(0, len(keys), CANDIDATE_KEYS)
+             for pair in _verified(con, _new_candidates(con, keys[lo:lo + CANDIDATE_KEYS], int(keys[0])))]
     uf = _UnionFind()
     for r in new:
         uf.find(r.article_id)

@@ -134,3 +134,33 @@ def test_rebuild_equals_incremental(con: duckdb.DuckDBPyConnection) -> None:
     assert rebuild_clusters(con) == 300
     assert clusters(con) == incremental
     assert rebuild_clusters(con) == 0
+
+
+def test_a_batch_looked_up_in_chunks_finds_each_candidate_pair_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.cluster_store as store
+
+    rng = np.random.default_rng(6)
+    roots = [rand_sig(300 + i) for i in range(12)]
+    rows = [article(f"y{i:03d}", mix(roots[rng.integers(12)] if i % 4 else rand_sig(3000 + i), rand_sig(4000 + i),
+                                     rng.random(NUM_PERM) < 0.7), float(rng.integers(0, 48))) for i in range(150)]
+    seen: list[tuple[int, int]] = []
+    verified = store._verified
+
+    def spy(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str, str]]:
+        seen.extend(zip(pairs["a"].to_pylist(), pairs["b"].to_pylist(), strict=True))
+        return verified(con, pairs)
+
+    monkeypatch.setattr(store, "_verified", spy)
+    results = {}
+    for chunk in (1000, 7):  # one query for the batch, then 22 (pairs across chunks included)
+        monkeypatch.setattr(store, "CANDIDATE_KEYS", chunk)
+        seen.clear()
+        c = duckdb.connect(":memory:")
+        c.execute(ARTICLES)
+        c.execute(CLUSTER_SCHEMA)
+        load(c, rows)
+        results[chunk] = (sorted(seen), clusters(c))
+    one_query, chunked = results[1000], results[7]
+    assert len(one_query[0]) > 400  # the stories' copies share bands across chunks
+    assert chunked[0] == one_query[0]  # each pair once: none missed, none twice
+    assert chunked[1] == one_query[1]
