@@ -51,6 +51,7 @@ VERIFY_CHUNK = 200_000  # candidate pairs verified per numpy step (2 x 200k x 51
 # DISTINCT) grow with its keys times the articles each band is shared with: one query for a bulk
 # batch of 50,000 ran out of memory under the loader's 128MB limit, where batches of 500 did not.
 CANDIDATE_KEYS = 1000
+REBUILD_KEYS = 10_000  # ... and per query of a rebuild from the stored signatures alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +176,14 @@ def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, found_befo
     """, {"since": since, "first": first}).to_arrow_table()
 
 
-def _all_candidates(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Every pair (a, b), a < b, sharing a band: only keys seen twice reach the self-join."""
+def _all_candidates(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> pa.Table:
+    """Every pair (a, b), a < b, sharing a band, with lo <= a < hi (from `_shared_bands`, which
+    `rebuild_clusters` fills: only keys seen twice reach the self-join)."""
     return con.execute("""
-        WITH shared AS (SELECT band_key FROM signature_bands GROUP BY band_key HAVING count(*) > 1),
-             m AS (SELECT band_key, sig_key FROM signature_bands SEMI JOIN shared USING (band_key))
         SELECT DISTINCT x.sig_key AS a, y.sig_key AS b
-        FROM m x JOIN m y ON x.band_key = y.band_key AND x.sig_key < y.sig_key
-    """).to_arrow_table()
+        FROM _shared_bands x JOIN _shared_bands y ON x.band_key = y.band_key AND x.sig_key < y.sig_key
+        WHERE x.sig_key >= $lo AND x.sig_key < $hi
+    """, {"lo": lo, "hi": hi}).to_arrow_table()
 
 
 # ---------------------------------------------------------------- cluster ids
@@ -254,7 +255,21 @@ def rebuild_clusters(con: duckdb.DuckDBPyConnection) -> int:
     Returns how many cluster_ids changed. Articles with a signature but no match become
     their own cluster; articles without a signature are left as they are.
     """
-    pairs = _verified(con, _all_candidates(con))
+    # The whole archive's pairs in one query ran out of memory where the batches' lookups did not
+    # (20,000 articles sharing bands in groups of 500 under a 32MB limit): one query per range of
+    # REBUILD_KEYS smaller keys, each pair in the range of its smaller key.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _shared_bands AS
+        SELECT band_key, sig_key FROM signature_bands
+        SEMI JOIN (SELECT band_key FROM signature_bands GROUP BY band_key HAVING count(*) > 1) USING (band_key)
+        ORDER BY sig_key
+    """)
+    try:
+        first, last = con.execute("SELECT min(sig_key), max(sig_key) FROM _shared_bands").fetchone()
+        pairs = [pair for lo in (range(first, last + 1, REBUILD_KEYS) if first is not None else ())
+                 for pair in _verified(con, _all_candidates(con, lo, lo + REBUILD_KEYS))]
+    finally:
+        con.execute("DROP TABLE IF EXISTS _shared_bands")
     uf = _UnionFind()
     for a, b in pairs:
         uf.union(a, b)

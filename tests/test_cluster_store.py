@@ -118,7 +118,10 @@ def test_unsigned_and_dissimilar_articles_stay_alone(con: duckdb.DuckDBPyConnect
     assert con.execute("SELECT count(*) FROM article_signatures").fetchone()[0] == 2
 
 
-def test_rebuild_equals_incremental(con: duckdb.DuckDBPyConnection) -> None:
+@pytest.mark.parametrize("rebuild_keys", [10_000, 13])  # one key range, or 24 of them
+def test_rebuild_equals_incremental(con: duckdb.DuckDBPyConnection, rebuild_keys: int,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tasks.cluster_store.REBUILD_KEYS", rebuild_keys)
     rng = np.random.default_rng(5)
     roots = [rand_sig(100 + i) for i in range(30)]
     rows = []
@@ -164,3 +167,24 @@ def test_a_batch_looked_up_in_chunks_finds_each_candidate_pair_once(monkeypatch:
     assert len(one_query[0]) > 400  # the stories' copies share bands across chunks
     assert chunked[0] == one_query[0]  # each pair once: none missed, none twice
     assert chunked[1] == one_query[1]
+
+
+def test_rebuild_runs_in_memory_bounded_by_its_key_ranges_not_the_archive(tmp_path) -> None:
+    """5M candidate pairs (20,000 articles sharing a band in groups of 500, none a match): in one
+    query DuckDB ran out of memory at 32MB; in ranges of keys it does not."""
+    from tasks.cluster_store import insert_signatures
+
+    c = duckdb.connect(str(tmp_path / "bands.duckdb"))
+    c.execute(ARTICLES)
+    c.execute(CLUSTER_SCHEMA)
+    n, groups = 20_000, 40
+    rng = np.random.default_rng(7)
+    sigs = rng.integers(0, 2**32, (n, NUM_PERM), dtype=np.uint32)
+    sigs[:, :3] = rng.integers(0, 2**32, (groups, 3), dtype=np.uint32)[np.arange(n) % groups]
+    ids = [f"z{i:05d}" for i in range(n)]
+    staged = pa.table({"article_id": ids, "cluster_id": ids})  # noqa: F841
+    c.execute("INSERT INTO articles (article_id, cluster_id) SELECT article_id, cluster_id FROM staged")
+    insert_signatures(c, ids, [T0] * n, [T0] * n, sigs)
+    c.execute("SET memory_limit = '32MB'")
+    assert rebuild_clusters(c) == 0  # every article stays its own cluster
+    assert c.execute("SELECT count(DISTINCT cluster_id) FROM articles").fetchone()[0] == n
