@@ -87,6 +87,7 @@ import socket
 import ssl
 import sys
 import zlib
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -413,7 +414,7 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
     # alive; beyond that the idle ones go, as intended.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.per_host, 1))
     async with httpx.AsyncClient(
-        transport=_SitePools(limits), timeout=timeout, follow_redirects=False, trust_env=False,
+        transport=_SitePools(limits, max_sites=max(2 * settings.concurrency, 16)), timeout=timeout, follow_redirects=False, trust_env=False,
         cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     ) as client:
         yield _Session(client, settings, Pacer(settings.cache_dir / "hosts", settings.per_host),
@@ -429,7 +430,7 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class _SitePools(httpx.AsyncBaseTransport):
-    """One connection pool per site (scheme and Host).
+    """One connection pool per site (scheme and Host), for the `max_sites` sites used last.
 
     Requests go to IP-literal URLs (the address vetted by `_vetted_ip`), so one pool for all
     would reuse a connection made, and certificate-checked, for one site for another site on the
@@ -437,22 +438,73 @@ class _SitePools(httpx.AsyncBaseTransport):
     each idle socket (`has_expired`): with one pool for a batch's 20 hosts that was ~15% of the
     fetching process's samples (py-spy, `ingest` of 5,000 loopback pages). A site's pool holds a
     few connections.
+
+    Idle connections stay open until their pool closes (httpcore has no reaper), so a batch over
+    many sites would hold one to each of them: the pool of the site used longest ago, with no
+    response open, is closed when a new site needs one beyond `max_sites`.
     """
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, max_sites: int) -> None:
         self._tls = _tls_context()
-        self._limits = limits
-        self._pools: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
+        self._limits, self._max_sites = limits, max(1, max_sites)
+        self._pools: OrderedDict[tuple[str, str], httpx.AsyncHTTPTransport] = OrderedDict()  # least recent first
+        self._open: Counter[tuple[str, str]] = Counter()  # responses not closed yet, per site
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         key = (request.url.scheme, request.headers.get("host", ""))
+        closing = []
         if key not in self._pools:
+            # Taken out before any await, so concurrent requests never see a pool being closed.
+            closing = self._evict_idle(room_for=1)
             self._pools[key] = httpx.AsyncHTTPTransport(verify=self._tls, trust_env=False, limits=self._limits)
-        return await self._pools[key].handle_async_request(request)
+        self._pools.move_to_end(key)
+        pool = self._pools[key]
+        self._open[key] += 1
+        for idle in closing:
+            await idle.aclose()
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._open[key] -= 1
+            raise
+        return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
+                              stream=_Closing(response.stream, lambda: self._open.subtract([key])))
+
+    def _evict_idle(self, room_for: int) -> list[httpx.AsyncHTTPTransport]:
+        """Take out the least recently used pools with no open response until `room_for` more fit."""
+        evicted = []
+        for key in list(self._pools):
+            if len(self._pools) + room_for <= self._max_sites:
+                break
+            if self._open[key] <= 0:
+                evicted.append(self._pools.pop(key))
+                del self._open[key]
+        return evicted
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
             await pool.aclose()
+
+
+class _Closing(httpx.AsyncByteStream):
+    """A response body that calls `on_close` once, when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, on_close: Callable[[], object]) -> None:
+        self._stream, self._on_close = stream, on_close
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+                self._on_close = None
 
 
 @asynccontextmanager

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import ipaddress
 import itertools
+import os
 import threading
 import time
 import tracemalloc
@@ -385,6 +387,37 @@ def test_a_connection_serves_one_site_even_when_sites_share_an_ip(settings: Sett
         hosts_by_connection.setdefault(request.client_port, set()).add(request.headers["host"])
     assert all(len(hosts) == 1 for hosts in hosts_by_connection.values()), hosts_by_connection
     assert len(hosts_by_connection) == 2  # and each site's requests reused its one connection
+
+
+def open_sockets() -> int:
+    """Sockets this process has open (the test server's side of each connection included)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def test_idle_connections_to_many_sites_are_bounded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One pool per site: a batch over many sites, one page each, would otherwise keep a connection
+    # open to every one of them until the batch ends (file descriptors run out at ~1,000 by default).
+    names = [f"site{i}.example" for i in range(120)]
+    fake_dns(monkeypatch, {name: ["127.0.0.1"] for name in names})
+    peak = 0
+
+    def counting(_: Request) -> tuple[int, dict[str, str], bytes]:
+        nonlocal peak
+        peak = max(peak, open_sockets())
+        return html(PAGE)
+
+    with serve({"/a": counting}) as site:
+        port = site.base_url.rsplit(":", 1)[1]
+        results = fetch_batch([article(f"http://{name}:{port}/a") for name in names],
+                              settings.model_copy(update={"concurrency": 8, "per_host": 1}))
+    assert all(r.state is None for r in results)
+    # Each connection is two sockets here (client and server side): 8 in flight and the pools of
+    # the 16 sites used last (2 x concurrency), against ~240 if every site's connection stayed open.
+    assert peak <= 2 * (8 + 16) + 8, peak
 
 
 def test_waiting_for_a_host_slot_does_not_count_against_the_deadline(settings: Settings) -> None:
