@@ -8,7 +8,9 @@ Stages (each in its own subprocess, its process tree sampled from /proc every 0.
 
     a   the limit: bare trafilatura (newsflow's profile, tasks/extract.py) over all cores, a
         fork pool over HTML already in memory; a2: newsflow's own per-page extractor
-        (decode_html + extract_page, the cascade included) the same way
+        (decode_html + extract_page, the cascade included) the same way; a3: the extraction
+        workers' whole job (the raw record read back from the WARC, extraction, word count,
+        MinHash signature) the same way: the most a backfill could do with nothing else running
     b   `newsflow backfill --warc` end to end into a fresh database; b0: the same stage
         functions without Prefect (the difference is Prefect's share)
     c   `newsflow ingest --urls-file` from the 20-host loopback site (bench/corpus.py serve),
@@ -221,12 +223,33 @@ def _newsflow(index: int) -> bool:
     return extract_page(decode_html(body, ctype), url) is not None
 
 
+_JOBS: list = []
+
+
+def _worker_job(index: int) -> bool:
+    from tasks.extract import _extract_job
+    from tasks.records import Extracted
+
+    return isinstance(_extract_job(_JOBS[index]), Extracted)
+
+
 def limit(warc: Path, mode: str, workers: int) -> dict[str, Any]:
-    """Pages/s of one extractor over all pages, in a fork pool (pages inherited, not pickled)."""
+    """Pages/s of one extractor over all pages, in a fork pool (pages inherited, not pickled).
+    Mode "job" runs the extraction workers' whole job instead: the raw record read back from the
+    WARC, decoded, extracted, word-counted and signed (`tasks.extract._extract_job`)."""
     import multiprocessing
 
-    _PAGES.extend(_warc_pages(warc))
-    fn = _bare if mode == "bare" else _newsflow
+    if mode == "job":
+        from tasks.extract import _job
+        from tasks.settings import Settings
+        from tasks.sources import iter_warc
+
+        settings = Settings()
+        _JOBS.extend(_job(record, settings, {}) for record in iter_warc(warc))
+        _PAGES.extend([("", b"", None)] * len(_JOBS))  # only counted
+    else:
+        _PAGES.extend(_warc_pages(warc))
+    fn = {"bare": _bare, "newsflow": _newsflow, "job": _worker_job}[mode]
     fn(0)  # imports and lazy set-up before the fork: not timed, shared by the workers
     started = time.monotonic()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -496,7 +519,7 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
         if attempt == 0 and ("b" in stages or "c" in stages):
             r["prefect_startup_first"] = prefect_startup(env, work, "first")
             r["prefect_startup_warm"] = prefect_startup(env, work, "warm")
-        for mode, key in (("bare", "a"), ("newsflow", "a2")):
+        for mode, key in (("bare", "a"), ("newsflow", "a2"), ("job", "a3")):
             if key in stages:
                 m = measure(HERE + ["_limit", str(warc), mode, str(workers)], env, work / f"{key}.log")
                 r[key] = {**_json_line(work / f"{key}.log"), **_mem(m)}
@@ -565,8 +588,11 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
     out = {}
     if "a" in r:
         a = r["a"]["pages_per_s"]
-        if "a2" in r:
-            out["a2/a"] = round(r["a2"]["pages_per_s"] / a, 3)
+        for key in ("a2", "a3"):
+            if key in r:
+                out[f"{key}/a"] = round(r[key]["pages_per_s"] / a, 3)
+        if "a3" in r and "b" in r and "pages_per_s" in r["b"]:
+            out["b/a3"] = round(r["b"]["pages_per_s"] / r["a3"]["pages_per_s"], 3)
         for key in ("b", "b0", "c"):
             if key in r and "pages_per_s" in r[key]:
                 out[f"{key}/a"] = round(r[key]["pages_per_s"] / a, 3)
@@ -574,7 +600,7 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
         # Load-independent: CPU seconds per page of the whole tree (start-up included for b, c);
         # on a shared machine this is the figure to compare, wall-clock pages/s follow the load.
         a_cpu = sum(r["a"]["cpu_s"].values()) / r["a"]["pages"]
-        for key in ("a2", "b", "b0", "c"):
+        for key in ("a2", "a3", "b", "b0", "c"):
             if key in r and r[key].get("pages"):
                 out[f"{key} cpu ms/page"] = round(1000 * sum(r[key]["cpu_s"].values()) / r[key]["pages"], 1)
                 out[f"a/{key} by cpu"] = round(a_cpu / (sum(r[key]["cpu_s"].values()) / r[key]["pages"]), 3)
@@ -627,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stages", default="a,a2,b,b0,c,d,p", help="comma-separated: a,a2,b,b0,c,d,p")
+    parser.add_argument("--stages", default="a,a2,a3,b,b0,c,d,p", help="comma-separated: a,a2,a3,b,b0,c,d,p")
     parser.add_argument("--repeat", type=int, default=1, help="repeat a, b and c (the machine is shared: noise)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port", type=int, default=corpus.DEFAULT_PORT)
