@@ -18,6 +18,8 @@ Every request, on every redirect hop, goes through the same rules:
   up to `crawl_delay_cap`); at most `concurrency` requests in flight in all;
 * article pages only: every hop is checked against its origin's robots.txt (tasks/robots.py),
   itself fetched by these same rules (capped at 512 KiB) and cached on disk for `robots_ttl`.
+* connections are kept alive per site (scheme and Host), never shared between sites that
+  resolve to one IP; the pools of the 2 x `concurrency` sites used last stay open (`_SitePools`).
 
 Exceptions (`reason` is what lands in the `fetches.reason` column)::
 
