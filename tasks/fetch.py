@@ -416,8 +416,8 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
     # alive; beyond that the idle ones go, as intended.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.per_host, 1))
     async with httpx.AsyncClient(
-        transport=_SitePools(limits, max_sites=max(2 * settings.concurrency, 16)), timeout=timeout, follow_redirects=False, trust_env=False,
-        cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+        transport=_SitePools(limits, max_sites=max(2 * settings.concurrency, 16)), timeout=timeout,
+        follow_redirects=False, trust_env=False, cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     ) as client:
         yield _Session(client, settings, Pacer(settings.cache_dir / "hosts", settings.per_host),
                        asyncio.Semaphore(settings.concurrency), RobotsCache(settings.cache_dir / "robots"))
@@ -457,14 +457,14 @@ class _SitePools(httpx.AsyncBaseTransport):
         closing = []
         if key not in self._pools:
             # Taken out before any await, so concurrent requests never see a pool being closed.
-            closing = self._evict_idle(room_for=1)
+            closing = self._evict_idle()
             self._pools[key] = httpx.AsyncHTTPTransport(verify=self._tls, trust_env=False, limits=self._limits)
         self._pools.move_to_end(key)
         pool = self._pools[key]
-        self._open[key] += 1
-        for idle in closing:
-            await idle.aclose()
+        self._open[key] += 1  # before any await: this site's pool is not idle from here on
         try:
+            for idle in closing:
+                await idle.aclose()
             response = await pool.handle_async_request(request)
         except BaseException:
             self._open[key] -= 1
@@ -472,11 +472,11 @@ class _SitePools(httpx.AsyncBaseTransport):
         return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
                               stream=_Closing(response.stream, lambda: self._open.subtract([key])))
 
-    def _evict_idle(self, room_for: int) -> list[httpx.AsyncHTTPTransport]:
-        """Take out the least recently used pools with no open response until `room_for` more fit."""
+    def _evict_idle(self) -> list[httpx.AsyncHTTPTransport]:
+        """Take out the least recently used pools with no open response until a new one fits."""
         evicted = []
         for key in list(self._pools):
-            if len(self._pools) + room_for <= self._max_sites:
+            if len(self._pools) < self._max_sites:
                 break
             if self._open[key] <= 0:
                 evicted.append(self._pools.pop(key))
