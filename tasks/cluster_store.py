@@ -161,19 +161,17 @@ def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str
     return out
 
 
-def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, found_before: int | None = None) -> pa.Table:
-    """Pairs (a, b), a < b, sharing a band where at least one side is among `keys`; with
-    `found_before`, not those whose other side is a key from `found_before` up to `keys`' first
-    (an earlier chunk of the same batch: that chunk's query found them)."""
+def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, batch_first: int) -> pa.Table:
+    """Pairs (a, b), a < b, sharing a band where at least one side is among `keys` (a chunk of
+    one batch's consecutive keys, which start at `batch_first`), except pairs whose other side
+    is in an earlier chunk of that batch: that chunk's query found them."""
     new = pa.table({"sig_key": keys})  # noqa: F841
-    first = int(keys[0]) if len(keys) else 0
-    since = first if found_before is None else found_before
     return con.execute("""
         WITH nb AS (SELECT b.band_key, b.sig_key FROM signature_bands b JOIN new USING (sig_key))
         SELECT DISTINCT least(nb.sig_key, o.sig_key) AS a, greatest(nb.sig_key, o.sig_key) AS b
         FROM nb JOIN signature_bands o ON o.band_key = nb.band_key AND o.sig_key <> nb.sig_key
-        WHERE NOT (o.sig_key >= $since AND o.sig_key < $first)
-    """, {"since": since, "first": first}).to_arrow_table()
+        WHERE NOT (o.sig_key >= $batch_first AND o.sig_key < $first)
+    """, {"batch_first": batch_first, "first": int(keys[0])}).to_arrow_table()
 
 
 def _all_candidates(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> pa.Table:
