@@ -246,17 +246,16 @@ def limit(warc: Path, mode: str, workers: int) -> dict[str, Any]:
 
         settings = Settings()
         _JOBS.extend(_job(record, settings, {}) for record in iter_warc(warc))
-        _PAGES.extend([("", b"", None)] * len(_JOBS))  # only counted
     else:
         _PAGES.extend(_warc_pages(warc))
+    pages = len(_JOBS) if mode == "job" else len(_PAGES)
     fn = {"bare": _bare, "newsflow": _newsflow, "job": _worker_job}[mode]
     fn(0)  # imports and lazy set-up before the fork: not timed, shared by the workers
     started = time.monotonic()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        found = sum(pool.imap_unordered(fn, range(len(_PAGES)), chunksize=8))
+        found = sum(pool.imap_unordered(fn, range(pages), chunksize=8))
     seconds = time.monotonic() - started
-    return {"pages": len(_PAGES), "seconds": round(seconds, 2), "pages_per_s": round(len(_PAGES) / seconds, 1),
-            "with_text": found}
+    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1), "with_text": found}
 
 
 # --------------------------------------------------------------------------- (b0) without Prefect
@@ -364,6 +363,7 @@ def insert_floor(records: list, work: Path) -> dict[str, Any]:
     import pyarrow as pa
 
     import tasks.load as load
+    from tasks.settings import Settings
 
     rows = load._first_per([r.finish(load.State.LOADED) for r in records], lambda r: r.article_id)
     out: dict[str, Any] = {"articles": len(rows)}
@@ -371,7 +371,7 @@ def insert_floor(records: list, work: Path) -> dict[str, Any]:
         db = work / f"floor-{label}.duckdb"
         db.unlink(missing_ok=True)
         ready = pa.table(load._extraction_columns(rows)) if label == "from_arrow" else None
-        con = duckdb.connect(str(db), config={"memory_limit": load.Settings().duckdb_memory_limit})
+        con = duckdb.connect(str(db), config={"memory_limit": Settings().duckdb_memory_limit})
         started = time.monotonic()
         staged = ready if ready is not None else pa.table(load._extraction_columns(rows))  # noqa: F841
         con.execute("CREATE TABLE articles AS SELECT * FROM staged LIMIT 0")
