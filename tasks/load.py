@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -175,14 +176,14 @@ def connect(db: Path | str, read_only: bool = False,
     (up to `wait` seconds, by default `Settings.lock_wait`). While this process holds the
     database (`held`), any request gets a cursor on the open database instead."""
     db = Path(db)
-    keeper = _holds.get(str(db.resolve()))
+    keeper = _keeper(db)
     # Reads too: DuckDB refuses a read-only connection to a file this process has open read-write.
     shared = keeper.cursor() if keeper is not None else None
     if shared is not None:
         try:
             yield shared
         finally:
-            shared.close()
+            keeper.give_back(shared)
         return
     if not read_only:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -226,42 +227,93 @@ def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
 # ingest runs: a process that finds the file locked touches `<db>.waiting`, and the holder then
 # lets go for RELEASE_SECONDS (its own transactions open and close the file meanwhile, leaving
 # gaps for the waiter), then takes it again.
+#
+# The held database is also closed and opened again after RECYCLE_WRITES write transactions:
+# DuckDB's allocator keeps what a run's loads freed until the database closes, so a held
+# database grew the loading process by ~100 MB per 10,000 articles (bench/throughput.py, `b`'s
+# timeline at 50,000 pages); a reopen gives it back. DuckDB checkpoints a few times per 10,000
+# articles anyway (its WAL limit), so the extra close costs about one more checkpoint.
+#
+# Closing a DuckDB connection closes every cursor taken from it, so the keeper closes only when
+# no other thread has one out (a prepare's read and a load's transaction overlap in the flows);
+# a thread that has one out itself is handed another cursor on the same connection.
 
 RELEASE_SECONDS = 3.0
 _WAITER_FRESH = 2.0  # a marker touched this recently means someone is waiting now
+RECYCLE_WRITES = 10  # batches of the default 500: growth is bounded by ~5,000 articles' worth
+# How long a request waits for other threads' cursors before it leaves the close to a later one
+# (a thread holding a cursor might itself be waiting for this one: never wait for ever).
+CLOSE_WAIT_SECONDS = 5.0
 
 
 class _Keeper:
-    """One process's open handle on a database file, let go while another process waits."""
+    """One process's open handle on a database file, let go while another process waits and
+    reopened after RECYCLE_WRITES write transactions."""
 
     def __init__(self, db: Path, wait: float) -> None:
         self.db, self.wait = db, wait
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._resume_at = 0.0
+        self._lent: Counter[int] = Counter()  # cursors out, by thread
+        self._writes = 0  # write transactions since the connection opened
 
     def cursor(self) -> duckdb.DuckDBPyConnection | None:
         """A connection on the held database, or None while it is let go (open normally then)."""
-        with self._lock:
-            now = time.monotonic()
-            if self._con is not None and _someone_waiting(self.db):
+        me = threading.get_ident()
+        give_up_at = time.monotonic() + CLOSE_WAIT_SECONDS
+        with self._changed:
+            while self._con is not None and not self._lent[me]:
+                waiter = _someone_waiting(self.db)
+                if not (waiter or self._writes >= RECYCLE_WRITES):
+                    break
+                if any(self._lent.values()):  # closing now would close another thread's cursor
+                    left = give_up_at - time.monotonic()
+                    if left <= 0:  # it keeps its cursor: close at a later request instead
+                        break
+                    self._changed.wait(timeout=min(left, 0.5))  # then look again: a waiter may have gone
+                    continue
                 self._close()
-                self._resume_at = now + RELEASE_SECONDS
-            if self._con is None and now >= self._resume_at:
+                self._resume_at = time.monotonic() + RELEASE_SECONDS if waiter else 0.0
+            if self._con is None and time.monotonic() >= self._resume_at:
                 self._con = _open(self.db, False, self.wait)
-            return self._con.cursor() if self._con is not None else None
+                self._writes = 0
+            if self._con is None:
+                return None
+            self._lent[me] += 1
+            return self._con.cursor()
+
+    def give_back(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Close a cursor `cursor()` handed out (from this thread)."""
+        me = threading.get_ident()
+        with self._changed:
+            cursor.close()
+            self._lent[me] -= 1
+            if not self._lent[me]:
+                del self._lent[me]
+            self._changed.notify_all()
+
+    def wrote(self) -> None:
+        """Count a committed write transaction (the next cursor may reopen the database)."""
+        with self._changed:
+            self._writes += 1
 
     def close(self) -> None:
-        with self._lock:
+        with self._changed:
             self._close()
 
     def _close(self) -> None:
         if self._con is not None:
-            self._con.close()  # the database closes (and checkpoints) when its last cursor does
-            self._con = None
+            self._con.close()  # closes its cursors too; the file is checkpointed and let go when no
+            self._con = None    # other connection of this process has it open
 
 
 _holds: dict[str, _Keeper] = {}
+
+
+def _keeper(db: Path | str) -> _Keeper | None:
+    """The keeper holding `db` in this process, if a `held` block does."""
+    return _holds.get(str(Path(db).resolve()))
 
 
 @contextmanager
@@ -302,14 +354,18 @@ _WRITES = threading.RLock()
 @contextmanager
 def transaction(db: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
     """One write transaction on a fresh connection: committed on success, rolled back on error."""
-    with _WRITES, connect(db) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    with _WRITES:
+        with connect(db) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        keeper = _keeper(db)
+        if keeper is not None:
+            keeper.wrote()
 
 
 def ensure_schema(db: Path | str) -> None:

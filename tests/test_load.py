@@ -311,3 +311,54 @@ def test_memory_limits_are_checked_when_settings_are_read(name: str, monkeypatch
     monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", "lots")
     with pytest.raises(ValidationError, match=f"{name}[\\s\\S]*expected a size"):
         Settings()
+
+
+def test_letting_a_waiter_in_never_closes_a_cursor_another_thread_is_using(fresh_db: Path):
+    """Closing a DuckDB connection closes its cursors: the keeper lets go only once they are back."""
+    import threading
+
+    load.ensure_schema(fresh_db)
+    marker = load._waiting_marker(fresh_db)
+    done: list[int] = []
+
+    def another_stage() -> None:  # e.g. the next batch's prepare, reading while this one loads
+        with load.connect(fresh_db, read_only=True) as con:
+            done.append(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    with load.held(fresh_db):
+        with load.transaction(fresh_db) as con:
+            marker.write_text("another process")  # `newsflow sql` asks for the file mid-transaction
+            reader = threading.Thread(target=another_stage)
+            reader.start()
+            reader.join(0.5)
+            assert reader.is_alive()  # it waits for this transaction's cursor instead of closing it
+            con.execute("INSERT INTO runs (run_id) VALUES ('r1')")  # ConnectionException if closed under us
+        reader.join(10)
+        assert not reader.is_alive() and done == [1]
+    marker.unlink()
+
+
+def test_a_held_database_is_reopened_after_so_many_writes(fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    """DuckDB gives back what its allocator kept only when the database closes: a run's held
+    database is reopened every RECYCLE_WRITES write transactions, and no write is lost."""
+    load.ensure_schema(fresh_db)
+    opened: list[bool] = []
+    real_open = load._open
+    monkeypatch.setattr(load, "_open", lambda *a: opened.append(True) or real_open(*a))
+    monkeypatch.setattr(load, "RECYCLE_WRITES", 3)
+    with load.held(fresh_db):
+        with load.connect(fresh_db) as reader:  # a cursor this thread holds across the writes
+            for i in range(7):
+                with load.transaction(fresh_db) as con:
+                    con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
+            assert reader.execute("SELECT count(*) FROM runs").fetchone() == (7,)  # not closed under it
+        assert len(opened) == 1  # this thread's own cursor kept the connection open
+        for i in range(7, 10):
+            with load.transaction(fresh_db) as con:
+                con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
+        assert len(opened) == 2  # reopened once its cursor was back
+        for i in range(10, 13):
+            with load.transaction(fresh_db) as con:
+                con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
+        assert len(opened) == 3  # and again 3 writes later
+    assert len(table_rows(fresh_db, "runs")) == 13
