@@ -229,10 +229,11 @@ def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
 # gaps for the waiter), then takes it again.
 #
 # The held database is also closed and opened again after RECYCLE_WRITES write transactions:
-# DuckDB's allocator keeps what a run's loads freed until the database closes, so a held
-# database grew the loading process by ~100 MB per 10,000 articles (bench/throughput.py, `b`'s
-# timeline at 50,000 pages); a reopen gives it back. DuckDB checkpoints a few times per 10,000
-# articles anyway (its WAL limit), so the extra close costs about one more checkpoint.
+# DuckDB keeps what a run's loads freed (its allocator's caches, blocks read back) until the
+# database closes. Loading 30,000 articles in batches of 500 into one held database grew the
+# process from 334 to 456 MB; reopened every 10 batches it stayed at 260-410 MB, back to ~260
+# after each reopen, in the same time. A close takes 0.1-0.5 s at 50,000 articles: it
+# checkpoints, which DuckDB does every few batches anyway (its WAL limit).
 #
 # Closing a DuckDB connection closes every cursor taken from it, so the keeper closes only when
 # no other thread has one out (a prepare's read and a load's transaction overlap in the flows);
@@ -240,7 +241,7 @@ def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
 
 RELEASE_SECONDS = 3.0
 _WAITER_FRESH = 2.0  # a marker touched this recently means someone is waiting now
-RECYCLE_WRITES = 10  # batches of the default 500: growth is bounded by ~5,000 articles' worth
+RECYCLE_WRITES = 4  # batches of the default 500: the growth of ~2,000 articles' loads at most
 # How long a request waits for other threads' cursors before it leaves the close to a later one
 # (a thread holding a cursor might itself be waiting for this one: never wait for ever).
 CLOSE_WAIT_SECONDS = 5.0
