@@ -312,15 +312,19 @@ class _Keeper:
 _holds: dict[str, _Keeper] = {}
 
 
+def _hold_key(db: Path | str) -> str:
+    return str(Path(db).resolve())
+
+
 def _keeper(db: Path | str) -> _Keeper | None:
     """The keeper holding `db` in this process, if a `held` block does."""
-    return _holds.get(str(Path(db).resolve()))
+    return _holds.get(_hold_key(db))
 
 
 @contextmanager
 def held(db: Path | str) -> Iterator[None]:
     """Keep `db` open in this process for the block: `connect` hands out cursors on it (see above)."""
-    key = str(Path(db).resolve())
+    key = _hold_key(db)
     if key in _holds:  # nested: the outer block holds it
         yield
         return
