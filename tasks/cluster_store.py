@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS signature_bands (
 # than the whole scan does.
 
 _TS = pa.timestamp("us", tz="UTC")
-VERIFY_CHUNK = 200_000  # candidate pairs verified per numpy step (2 x 200k x 512 B)
+VERIFY_CHUNK = 8192  # candidate pairs verified per numpy step (2 x 8192 x 512 B = 8 MB)
 # New signatures looked up per candidate query. A query's pairs (and DuckDB's memory for their
 # DISTINCT) grow with its keys times the articles each band is shared with: one query for a bulk
 # batch of 50,000 ran out of memory under the loader's 128MB limit, where batches of 500 did not.
@@ -93,10 +93,6 @@ class _UnionFind:
 # ---------------------------------------------------------------- storing signatures
 
 
-def _sig_matrix(blobs: Sequence[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(blobs), "<u4").reshape(len(blobs), NUM_PERM)
-
-
 def insert_signatures(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str],
                       published_at: pa.Array | Sequence[datetime | None],
                       fetched_at: pa.Array | Sequence[datetime | None],
@@ -140,22 +136,41 @@ def _unstored(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]) -> 
 # ---------------------------------------------------------------- candidates and verification
 
 
+def _signature_rows(found: pa.Table) -> np.ndarray:
+    """(rows, NUM_PERM) uint32 view of a fetched `signature` column, without a Python object per row."""
+    blobs = found["signature"].combine_chunks()
+    if len(blobs) == 0:
+        return np.empty((0, NUM_PERM), "<u4")
+    width = np.int64 if pa.types.is_large_binary(blobs.type) else np.int32
+    offsets = np.frombuffer(blobs.buffers()[1], width)[blobs.offset:blobs.offset + len(blobs) + 1]
+    if offsets[-1] - offsets[0] != 4 * NUM_PERM * len(blobs):
+        raise ValueError("a stored signature is not NUM_PERM uint32 values")
+    data = np.frombuffer(blobs.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    return data.view("<u4").reshape(len(blobs), NUM_PERM)
+
+
 def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str, str]]:
-    """The candidate (sig_key a, sig_key b) pairs whose signatures verify, as article_id pairs."""
+    """The candidate (sig_key a, sig_key b) pairs whose signatures verify, as article_id pairs.
+
+    Memory is each distinct key's signature once plus VERIFY_CHUNK pairs at a time: the
+    candidates of one batch grow with the archive (sentences many articles share put
+    hundreds of them in one band), and gathering both sides of every pair at once was the
+    loading process's largest allocation (1 KB a pair).
+    """
     if pairs.num_rows == 0:
         return []
-    keys = pa.table({"sig_key": pc.unique(  # noqa: F841
-        pa.concat_arrays([pairs["a"].combine_chunks(), pairs["b"].combine_chunks()]))})
+    a_keys = pairs["a"].to_numpy()
+    b_keys = pairs["b"].to_numpy()
+    keys = pa.table({"sig_key": np.unique(np.concatenate([a_keys, b_keys]))})  # noqa: F841
     found = con.execute("SELECT s.sig_key, s.article_id, s.signature FROM article_signatures s "
-                        "JOIN keys USING (sig_key) ORDER BY s.sig_key").to_arrow_table()
+                        "SEMI JOIN keys USING (sig_key) ORDER BY s.sig_key").to_arrow_table()
     order = found["sig_key"].to_numpy()
     ids = found["article_id"].to_pylist()
-    sigs = _sig_matrix(found["signature"].to_pylist())
-    a = np.searchsorted(order, pairs["a"].to_numpy())
-    b = np.searchsorted(order, pairs["b"].to_numpy())
+    sigs = _signature_rows(found)
     out: list[tuple[str, str]] = []
-    for lo in range(0, len(a), VERIFY_CHUNK):
-        ca, cb = a[lo:lo + VERIFY_CHUNK], b[lo:lo + VERIFY_CHUNK]
+    for lo in range(0, len(a_keys), VERIFY_CHUNK):
+        ca = np.searchsorted(order, a_keys[lo:lo + VERIFY_CHUNK])
+        cb = np.searchsorted(order, b_keys[lo:lo + VERIFY_CHUNK])
         ok = is_match(sigs[ca], sigs[cb])
         out.extend((ids[i], ids[j]) for i, j in zip(ca[ok], cb[ok]))
     return out

@@ -188,3 +188,32 @@ def test_rebuild_runs_in_memory_bounded_by_its_key_ranges_not_the_archive(tmp_pa
     c.execute("SET memory_limit = '32MB'")
     assert rebuild_clusters(c) == 0  # every article stays its own cluster
     assert c.execute("SELECT count(DISTINCT cluster_id) FROM articles").fetchone()[0] == n
+
+
+def test_candidates_verified_a_few_pairs_at_a_time_give_the_same_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    roots = [rand_sig(500 + i) for i in range(10)]
+    rows = [article(f"v{i:03d}", mix(roots[rng.integers(10)] if i % 3 else rand_sig(5000 + i), rand_sig(6000 + i),
+                                     rng.random(NUM_PERM) < 0.7), float(rng.integers(0, 48))) for i in range(120)]
+    results = {}
+    for chunk in (100_000, 3):
+        monkeypatch.setattr("tasks.cluster_store.VERIFY_CHUNK", chunk)
+        c = duckdb.connect(":memory:")
+        c.execute(ARTICLES)
+        c.execute(CLUSTER_SCHEMA)
+        for lo in range(0, 120, 40):
+            load(c, rows[lo:lo + 40])
+        results[chunk] = clusters(c)
+    assert 5 <= len(set(results[3].values())) <= 60  # the copies did cluster
+    assert results[3] == results[100_000]
+
+
+def test_signature_rows_reads_a_sliced_column_and_refuses_a_wrong_width() -> None:
+    from tasks.cluster_store import _signature_rows
+
+    sigs = np.stack([rand_sig(i) for i in range(5)])
+    column = pa.array([s.astype("<u4").tobytes() for s in sigs], pa.binary())
+    assert np.array_equal(_signature_rows(pa.table({"signature": column}).slice(2)), sigs[2:])
+    assert np.array_equal(_signature_rows(pa.table({"signature": column.cast(pa.large_binary())})), sigs)
+    with pytest.raises(ValueError, match="NUM_PERM"):
+        _signature_rows(pa.table({"signature": pa.array([b"\x00" * 12], pa.binary())}))
