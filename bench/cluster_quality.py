@@ -81,9 +81,10 @@ def summary(pairs: list[dict]) -> dict[str, float | bool | int]:
     }
 
 
-def analytic(s: float, bands: int, rows: int, threshold: float, perms: int = sim.NUM_PERM) -> float:
-    """P(candidate and verified) at true Jaccard s, treating band and estimate as independent."""
-    cand = 1 - (1 - s**rows) ** bands
+def analytic(s: float, bands: int, rows: int, threshold: float, perms: int = sim.NUM_PERM,
+             shared: int = sim.MIN_SHARED_BANDS) -> float:
+    """P(candidate and verified) at true Jaccard s, treating bands and estimate as independent."""
+    cand = binom.sf(shared - 1, bands, s**rows)  # at least `shared` of the bands equal
     verify = binom.sf(np.ceil(threshold * perms) - 1, perms, s)
     return cand * verify
 
@@ -99,7 +100,7 @@ def sweep(trials: int, size: int = 400) -> list[tuple[float, float, float, float
             u = rng.choice(2**32, 2 * size - shared, replace=False).astype(np.uint32)
             a = sim.signature_of_hashes(u[:size])
             b = sim.signature_of_hashes(u[size - shared:])
-            c = bool(sim.shares_band(a, b)[0])
+            c = bool(sim.shares_bands(a, b)[0])
             cand += c
             match += c and bool(sim.is_match(a, b)[0])
         real_j = shared / (2 * size - shared)
@@ -121,12 +122,15 @@ def main() -> None:
     for w in wrong:
         print("  WRONG", w)
     print("\n== analytic P(clustered) per (bands x rows, threshold), num_perm", sim.NUM_PERM)
-    print("  bands rows  thr   P(miss|0.6)   P(match|0.2)  P(match|0.05)")
-    for bands, rows, thr in [(32, 4, 0.4), (42, 3, 0.3), (42, 3, 0.4), (42, 3, 0.5), (64, 2, 0.4), (25, 5, 0.4)]:
-        print(f"  {bands:5d} {rows:4d} {thr:4.2f}   {1 - analytic(0.6, bands, rows, thr):.2e}"
-              f"      {analytic(0.2, bands, rows, thr):.2e}     {analytic(0.05, bands, rows, thr):.2e}")
+    print("  bands rows shared  thr   P(miss|0.6)   P(miss|0.5)   P(match|0.2)  P(match|0.05)")
+    for bands, rows, shared, thr in [(32, 4, 1, 0.4), (42, 3, 1, 0.3), (42, 3, 1, 0.4), (42, 3, 2, 0.4),
+                                     (42, 3, 1, 0.5), (64, 2, 1, 0.4), (64, 2, 3, 0.4), (25, 5, 1, 0.4)]:
+        print(f"  {bands:5d} {rows:4d} {shared:6d} {thr:4.2f}   {1 - analytic(0.6, bands, rows, thr, shared=shared):.2e}"
+              f"      {1 - analytic(0.5, bands, rows, thr, shared=shared):.2e}"
+              f"      {analytic(0.2, bands, rows, thr, shared=shared):.2e}"
+              f"     {analytic(0.05, bands, rows, thr, shared=shared):.2e}")
     print(f"\n== synthetic sweep ({a.trials} pairs per level; chosen: {sim.BANDS}x{sim.ROWS}, "
-          f"threshold {sim.MATCH_THRESHOLD})")
+          f"{sim.MIN_SHARED_BANDS} shared, threshold {sim.MATCH_THRESHOLD})")
     print("  jaccard  P(candidate)  P(clustered)  analytic")
     for j, c, m, an in sweep(a.trials):
         print(f"  {j:7.3f}  {c:12.4f}  {m:12.4f}  {an:8.2e}")

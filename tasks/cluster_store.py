@@ -6,8 +6,8 @@ transaction, so the index spans runs and a rolled-back batch leaves no trace.
     article_signatures  one row per signed article: integer key, id, dates, MinHash (BLOB)
     signature_bands     BANDS rows per signed article: (band_key, sig_key)
 
-Two articles are candidates when they share a band key (one equality join) and a match when
-their signatures verify (`tasks.similarity.is_match`). Matches are transitive: a cluster is a
+Two articles are candidates when they share MIN_SHARED_BANDS band keys (one equality join,
+counted per pair) and a match when their signatures verify (`tasks.similarity.is_match`). Matches are transitive: a cluster is a
 connected component, and its id is the article_id of its earliest-published member (unknown
 dates last; ties by earliest fetched_at, then article_id), so it is stable when later copies
 arrive and the right one when a new article bridges two clusters.
@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.similarity import BANDS, NUM_PERM, band_keys, is_match
+from tasks.similarity import BANDS, MIN_SHARED_BANDS, NUM_PERM, band_keys, is_match
 
 CLUSTER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS article_signatures (
@@ -177,26 +177,31 @@ def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str
 
 
 def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, batch_first: int) -> pa.Table:
-    """Pairs (a, b), a < b, sharing a band where at least one side is among `keys` (a chunk of
-    one batch's consecutive keys, which start at `batch_first`), except pairs whose other side
-    is in an earlier chunk of that batch: that chunk's query found them."""
+    """Pairs (a, b), a < b, sharing MIN_SHARED_BANDS bands where at least one side is among
+    `keys` (a chunk of one batch's consecutive keys, which start at `batch_first`), except pairs
+    whose other side is in an earlier chunk of that batch: that chunk's query found them."""
     new = pa.table({"sig_key": keys})  # noqa: F841
+    # Each pair comes out of the join once per shared band, so count(*) counts the bands: the
+    # other side is stored before the batch or comes after this side (a pair inside the chunk
+    # would otherwise come once from each side; one in an earlier chunk is that chunk's).
     return con.execute("""
         WITH nb AS (SELECT b.band_key, b.sig_key FROM signature_bands b JOIN new USING (sig_key))
-        SELECT DISTINCT least(nb.sig_key, o.sig_key) AS a, greatest(nb.sig_key, o.sig_key) AS b
-        FROM nb JOIN signature_bands o ON o.band_key = nb.band_key AND o.sig_key <> nb.sig_key
-        WHERE NOT (o.sig_key >= $batch_first AND o.sig_key < $first)
-    """, {"batch_first": batch_first, "first": int(keys[0])}).to_arrow_table()
+        SELECT least(nb.sig_key, o.sig_key) AS a, greatest(nb.sig_key, o.sig_key) AS b
+        FROM nb JOIN signature_bands o ON o.band_key = nb.band_key
+        WHERE o.sig_key < $batch_first OR o.sig_key > nb.sig_key
+        GROUP BY ALL HAVING count(*) >= $shared
+    """, {"batch_first": batch_first, "shared": MIN_SHARED_BANDS}).to_arrow_table()
 
 
 def _all_candidates(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> pa.Table:
-    """Every pair (a, b), a < b, sharing a band, with lo <= a < hi (from `_shared_bands`, which
-    `rebuild_clusters` fills: only keys seen twice reach the self-join)."""
+    """Every pair (a, b), a < b, sharing MIN_SHARED_BANDS bands, with lo <= a < hi (from
+    `_shared_bands`, which `rebuild_clusters` fills: only keys seen twice reach the self-join)."""
     return con.execute("""
-        SELECT DISTINCT x.sig_key AS a, y.sig_key AS b
+        SELECT x.sig_key AS a, y.sig_key AS b
         FROM _shared_bands x JOIN _shared_bands y ON x.band_key = y.band_key AND x.sig_key < y.sig_key
         WHERE x.sig_key >= $lo AND x.sig_key < $hi
-    """, {"lo": lo, "hi": hi}).to_arrow_table()
+        GROUP BY ALL HAVING count(*) >= $shared
+    """, {"lo": lo, "hi": hi, "shared": MIN_SHARED_BANDS}).to_arrow_table()
 
 
 # ---------------------------------------------------------------- cluster ids

@@ -8,15 +8,28 @@ joins what this module computes). A text becomes:
     signature  NUM_PERM MinHash values (uint32)              signatures()
     band keys  BANDS uint64 keys, band index in the top byte band_keys()
 
-Two texts are candidates when any band key is equal (one equality join in SQL) and a match
-when their estimated Jaccard (the share of equal signature values) is >= MATCH_THRESHOLD.
+Two texts are candidates when at least MIN_SHARED_BANDS of their band keys are equal (one
+equality join and a count in SQL) and a match when their estimated Jaccard (the share of equal
+signature values) is >= MATCH_THRESHOLD.
 
 The constants were chosen by measurement (`bench/cluster_quality.py`, numbers in its output):
-with 128 permutations, 42 bands of 3 rows and a 0.4 threshold a pair of true 5-shingle Jaccard
-0.6 is missed with probability ~4e-5 (no shared band: 0.784^42 = 3.6e-5; estimate under 0.4:
-binomial tail ~1e-6) and a pair at 0.2 matches with probability ~1e-8. Independent reports of
-one event (same names, places and numbers in their own words) share only a few 5-word runs,
-Jaccard < 0.05 on the evaluation set, far below the threshold.
+with 128 permutations, 42 bands of 3 rows, two shared bands and a 0.4 threshold, a pair of true
+5-shingle Jaccard 0.6 is missed with probability ~4e-4 (fewer than two of 42 bands shared, each
+with probability 0.6^3: 4.4e-4; estimate under 0.4: binomial tail ~1e-6), one at 0.5 with ~0.04
+(mostly its estimate falling under 0.4), and a pair at 0.2 matches with probability ~3e-9.
+
+Why two bands and not one: a sentence many articles carry (an agency credit, a subscription
+line) can hold the smallest hash of three permutations in all of them, so one band's key is
+shared by every article with that sentence, and its bucket grows with the archive. With "any
+band", each new article was a candidate of all of them (77 pairs an article at 30,000 articles of
+bench/corpus.py, growing with the archive, nearly none a match); two shared bands rarely happen by
+such chance (1.7 pairs an article), while a real copy shares ~9 of 42 bands at 0.6 and ~22 at 0.8.
+The rule costs recall only near the threshold: a pair at 0.4 is a candidate 77% of the time
+against 94% with one band, at 0.5 97% against 99.6% (bench/cluster_quality.py's sweep), and the
+labelled evaluation set still clusters every copy (lowest Jaccard 0.41) and nothing else.
+
+Independent reports of one event (same names, places and numbers in their own words) share only
+a few 5-word runs, Jaccard < 0.05 on the evaluation set, far below the threshold.
 
 Texts of fewer than MIN_WORDS words get no signature (None): a 20-word brief has ~16
 shingles, too few for a Jaccard estimate to mean anything, and such briefs ("Police are
@@ -38,6 +51,7 @@ NUM_PERM = 128
 BANDS = 42
 ROWS = 3  # BANDS * ROWS = 126 <= NUM_PERM: the last 2 values only sharpen the estimate
 MATCH_THRESHOLD = 0.4
+MIN_SHARED_BANDS = 2  # a candidate pair shares at least this many band keys (see above)
 MIN_WORDS = 30
 SEED = 1  # fixed forever: signatures are stored and compared across runs
 
@@ -141,6 +155,6 @@ def is_match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return estimated_jaccard(a, b) >= MATCH_THRESHOLD
 
 
-def shares_band(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise: would these signature pairs be LSH candidates (any band key equal)?"""
-    return (band_keys(a) == band_keys(b)).any(axis=1)
+def shares_bands(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise: would these signature pairs be LSH candidates (MIN_SHARED_BANDS keys equal)?"""
+    return (band_keys(a) == band_keys(b)).sum(axis=1) >= MIN_SHARED_BANDS

@@ -217,3 +217,22 @@ def test_signature_rows_reads_a_sliced_column_and_refuses_a_wrong_width() -> Non
     assert np.array_equal(_signature_rows(pa.table({"signature": column.cast(pa.large_binary())})), sigs)
     with pytest.raises(ValueError, match="NUM_PERM"):
         _signature_rows(pa.table({"signature": pa.array([b"\x00" * 12], pa.binary())}))
+
+
+@pytest.mark.parametrize(("full_bands", "together"), [(1, False), (2, True)])
+def test_a_pair_is_a_candidate_only_when_it_shares_two_bands(con: duckdb.DuckDBPyConnection, full_bands: int,
+                                                              together: bool) -> None:
+    """Two signatures equal in 87 of 128 values (an estimate of 0.68, a match) but whole in only
+    `full_bands` bands: one shared band is what a sentence many articles carry produces by
+    chance, so it does not make a candidate; two do."""
+    from tasks.similarity import BANDS, MIN_SHARED_BANDS, ROWS
+
+    assert MIN_SHARED_BANDS == 2
+    a, b = rand_sig(900), rand_sig(901)
+    equal = np.zeros(NUM_PERM, bool)
+    for band in range(BANDS):
+        rows = slice(band * ROWS, band * ROWS + (ROWS if band < full_bands else ROWS - 1))
+        equal[rows] = True
+    equal[BANDS * ROWS:] = True
+    load(con, [article("p0", a, 0), article("p1", mix(a, b, equal), 1)])
+    assert (clusters(con)["p1"] == "p0") is together

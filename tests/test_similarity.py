@@ -70,7 +70,7 @@ def test_estimated_jaccard_tracks_the_true_jaccard() -> None:
     assert 0.6 < true < 0.9
     assert abs(float(sim.estimated_jaccard(a, b)[0]) - true) < 0.15
     assert sim.estimated_jaccard(a, a)[0] == 1.0
-    assert sim.is_match(a, b)[0] and sim.shares_band(a, b)[0]
+    assert sim.is_match(a, b)[0] and sim.shares_bands(a, b)[0]
 
 
 @pytest.mark.parametrize(("jaccard", "expect"), [(0.15, False), (0.7, True)])
@@ -81,7 +81,7 @@ def test_synthetic_pairs_either_side_of_the_rule(jaccard: float, expect: bool) -
     for _ in range(50):
         u = rng.choice(2**32, 2 * size - shared, replace=False).astype(np.uint32)
         a, b = sim.signature_of_hashes(u[:size]), sim.signature_of_hashes(u[size - shared:])
-        assert bool(sim.shares_band(a, b)[0] and sim.is_match(a, b)[0]) is expect
+        assert bool(sim.shares_bands(a, b)[0] and sim.is_match(a, b)[0]) is expect
 
 
 # ---------------------------------------------------------------- the labelled evaluation set
