@@ -7,10 +7,11 @@ transaction, so the index spans runs and a rolled-back batch leaves no trace.
     signature_bands     BANDS rows per signed article: (band_key, sig_key)
 
 Two articles are candidates when they share MIN_SHARED_BANDS band keys (one equality join,
-counted per pair) and a match when their signatures verify (`tasks.similarity.is_match`). Matches are transitive: a cluster is a
-connected component, and its id is the article_id of its earliest-published member (unknown
-dates last; ties by earliest fetched_at, then article_id), so it is stable when later copies
-arrive and the right one when a new article bridges two clusters.
+counted per pair) and a match when their signatures verify (`tasks.similarity.is_match`).
+Matches are transitive: a cluster is a connected component, and its id is the article_id of
+its earliest-published member (unknown dates last; ties by earliest fetched_at, then
+article_id), so it is stable when later copies arrive and the right one when a new article
+bridges two clusters.
 
 Only candidate rows and members of affected clusters are read into Python, never the tables.
 """
@@ -24,7 +25,6 @@ from datetime import datetime
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks.similarity import BANDS, MIN_SHARED_BANDS, NUM_PERM, band_keys, is_match
 
@@ -47,9 +47,10 @@ CREATE TABLE IF NOT EXISTS signature_bands (
 
 _TS = pa.timestamp("us", tz="UTC")
 VERIFY_CHUNK = 8192  # candidate pairs verified per numpy step (2 x 8192 x 512 B = 8 MB)
-# New signatures looked up per candidate query. A query's pairs (and DuckDB's memory for their
-# DISTINCT) grow with its keys times the articles each band is shared with: one query for a bulk
-# batch of 50,000 ran out of memory under the loader's 128MB limit, where batches of 500 did not.
+# New signatures looked up per candidate query. A query's join rows (and DuckDB's memory for
+# grouping them into pairs) grow with its keys times the articles each band is shared with: one
+# query for a bulk batch of 50,000 ran out of memory under the loader's 128MB limit, where
+# batches of 500 did not.
 CANDIDATE_KEYS = 1000
 REBUILD_KEYS = 10_000  # ... and per query of a rebuild from the stored signatures alone
 
