@@ -24,7 +24,8 @@ For b and c the time inside the flow (`runs.started_at` .. `runs.finished_at`) i
 state; what comes before is start-up (imports, Prefect's ephemeral server), reported apart. The
 number of Prefect task runs comes from the ephemeral server's SQLite (PREFECT_HOME under the
 output directory). Memory: peak over samples of the tree's summed PSS (shared pages counted
-once) and RSS, and the largest single process. Results: bench/out/throughput-n{N}.json.
+once) and RSS, and the largest single process. Results: bench/out/throughput-n{N}.json (the
+latest run) and bench/out/history/ (every run, by start time and stages).
 """
 
 from __future__ import annotations
@@ -505,7 +506,8 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
     prefect_home = out / "prefect-home"
     results: dict[str, Any] = {"n": n, "seed": seed, "cores": os.cpu_count(), "workers": workers,
                                "corpus": json.loads((directory / corpus.META).read_text())["counts"],
-                               "batch_size": batch_size, "settings": settings or {},
+                               "batch_size": batch_size, "settings": settings or {}, "stages": stages,
+                               "started": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
                                "loadavg_before": os.getloadavg(), "runs": []}
     for attempt in range(repeat):
         work = out / f"work-n{n}-{attempt}"
@@ -555,12 +557,18 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
 
 
 def _save(results: dict[str, Any], current: dict[str, Any] | None, n: int) -> Path:
-    """Write the results so far (a long run that is cut short keeps what it measured)."""
+    """Write the results so far (a long run that is cut short keeps what it measured): the latest
+    run of N pages, and the same in bench/out/history/ under the run's start time and stages, so
+    that a later run of other stages does not take the figures of this one with it."""
     if current is not None:
         current["ratios"] = _ratios(current)
-    path = corpus.OUT / f"throughput-n{n}.json"
     runs = results["runs"] + ([current] if current is not None else [])
-    path.write_text(json.dumps({**results, "runs": runs, "loadavg_now": os.getloadavg()}, indent=1, default=str) + "\n")
+    text = json.dumps({**results, "runs": runs, "loadavg_now": os.getloadavg()}, indent=1, default=str) + "\n"
+    history = corpus.OUT / "history" / f"throughput-n{n}-{results['started']}-{'-'.join(results['stages'])}.json"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    history.write_text(text)
+    path = corpus.OUT / f"throughput-n{n}.json"
+    path.write_text(text)
     return path
 
 
