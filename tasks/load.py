@@ -33,9 +33,8 @@ from tasks.dedupe import KnownKeys, mark_duplicates, url_variants
 from tasks.records import Article, State
 from tasks.settings import Settings
 from tasks.similarity import signatures
-from tasks.views import (CREATE_INDEX, INDEX_EXISTS, SEARCH, SEARCH_FINGERPRINT, SEARCH_STATE, VIEWS,
-                         SearchUnavailableError, export_sql,
-                         load_fts)
+from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
+                         VIEWS, SearchUnavailableError, export_sql, load_fts)
 
 log = logging.getLogger(__name__)
 
@@ -909,27 +908,32 @@ def query(db: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 
 def refresh_search(db: Path | str) -> int:
-    """Rebuild the BM25 index over articles' titles and texts unless they are as it was built
-    over; returns how many articles it covers.
+    """Rebuild the BM25 index over articles' titles and texts when it is missing, when an indexed
+    article changed, or when more than `search_unindexed_max` articles were loaded since it was
+    built; returns how many articles a search covers (in the index or scored on the fly).
 
-    DuckDB's fts index is a snapshot with no incremental update, so the flow calls this once per
-    run, after its loads (see tasks/views.py). The index and the fingerprint it was built over
-    change in one transaction. Raises `tasks.views.SearchUnavailableError` without the extension."""
+    DuckDB's fts index is a snapshot with no incremental update; a search scores the articles it
+    lacks itself (tasks/views.py), so the flow calls this once per run, after its loads. The index
+    and the fingerprint of what it covers change in one transaction. Raises
+    `tasks.views.SearchUnavailableError` without the extension."""
+    settings = Settings()
     with transaction(db) as con:
-        articles, fingerprint = con.execute(SEARCH_FINGERPRINT).fetchone()
-        built = con.execute("SELECT articles, fingerprint FROM search_index_state").fetchone()
-        if built == (articles, fingerprint) and con.execute(INDEX_EXISTS).fetchone()[0]:
-            return int(articles)
+        if con.execute(INDEX_EXISTS).fetchone()[0]:
+            indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
+            built = con.execute("SELECT articles, fingerprint FROM search_index_state").fetchone()
+            waiting = con.execute(UNINDEXED_COUNT).fetchone()[0]
+            if built == (indexed, fingerprint) and waiting <= settings.search_unindexed_max:
+                return int(indexed + waiting)
         load_fts(con)
-        settings = Settings()
         con.execute("SET memory_limit = ?", [settings.duckdb_search_memory_limit])  # it spills instead
         try:
             con.execute(CREATE_INDEX)
         finally:
             con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+        indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
         con.execute("DELETE FROM search_index_state")
-        con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [articles, fingerprint])
-        return int(articles)
+        con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [indexed, fingerprint])
+        return int(indexed + con.execute(UNINDEXED_COUNT).fetchone()[0])
 
 
 def refresh_search_if_available(db: Path | str) -> int | None:

@@ -104,13 +104,63 @@ def test_search_index_is_rebuilt_only_when_articles_changed(small_db: Path) -> N
     assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]
 
 
+def _add_article(db: Path, article_id: str, title: str, text: str) -> None:
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO articles (article_id, url, canonical_url, source, domain, title, text, word_count, "
+                "fetched_at) VALUES (?, ?, ?, 'good', 'good.example', ?, ?, 10, ?)",
+                [article_id, f"https://good.example/{article_id}", f"https://good.example/{article_id}", title, text, NOW])
+    con.close()
+
+
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_articles_loaded_after_the_index_are_found_without_rebuilding_it(small_db: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def built_at() -> datetime:
+        return load.query(small_db, "SELECT built_at FROM search_index_state")[1][0][0]
+
+    monkeypatch.setenv("NEWSFLOW_SEARCH_UNINDEXED_MAX", "2")
+    assert load.refresh_search(small_db) == 3
+    first = built_at()
+    _add_article(small_db, "a3", "Ferry strike ends", "The ferry crews returned to the harbour on Monday.")
+    _add_article(small_db, "a4", "Ferry fares", "Ferry fares rise again.")
+    assert load.refresh_search(small_db) == 5  # two wait outside the index: no rebuild
+    assert built_at() == first
+    urls = [r[-1] for r in load.search(small_db, "ferry")[1]]
+    assert set(urls) == {"https://good.example/1", "https://good.example/a3", "https://good.example/a4"}
+    assert load.search(small_db, "ferry", source="other")[1] == []  # filters apply to them too
+    assert load.search(small_db, "lighthouse")[1] == []
+    _add_article(small_db, "a5", "Lighthouse", "A lighthouse keeper retires.")
+    assert load.refresh_search(small_db) == 6  # three wait: more than allowed, so it is rebuilt
+    assert built_at() > first
+    assert load.query(small_db, "SELECT count(*) FROM fts_main_articles.docs")[1] == [(6,)]
+    assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/a5"]
+
+
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_unindexed_articles_are_scored_as_the_index_scores_them(small_db: Path) -> None:
+    """The same BM25 as fts's match_bm25 under the same statistics: articles taken out of a built
+    index's document list get the scores the index gave them."""
+    _add_article(small_db, "a3", "Ferry strike ends", "The ferry crews returned to the harbour, and the "
+                 "ferry company said the strike was over. Councillors welcomed the news.")
+    _add_article(small_db, "a4", "Housing vote", "The council voted on the housing plan; the ferry was not discussed.")
+    load.refresh_search(small_db)
+    queries = ["ferry", "council housing", "the harbour ferry strike", "councillors welcomed"]
+    indexed = {q: load.search(small_db, q)[1] for q in queries}
+    con = duckdb.connect(str(small_db))
+    con.execute("DELETE FROM fts_main_articles.docs WHERE name IN ('a1', 'a3', 'a4')")
+    con.close()
+    for q in queries:
+        assert indexed[q]
+        assert load.search(small_db, q)[1] == indexed[q]
+
+
 @pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
 def test_search_index_is_built_under_its_own_memory_limit(small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "300MB")
     monkeypatch.setenv("NEWSFLOW_DUCKDB_SEARCH_MEMORY_LIMIT", "64MB")
-    # the index statement replaced by one that records the limit it runs under
-    monkeypatch.setattr(load, "CREATE_INDEX",
-                        "CREATE OR REPLACE TABLE limit_seen AS SELECT current_setting('memory_limit') AS v")
+    # the index statement preceded by one that records the limit it runs under
+    monkeypatch.setattr(load, "CREATE_INDEX", "CREATE OR REPLACE TABLE limit_seen AS "
+                        f"SELECT current_setting('memory_limit') AS v; {load.CREATE_INDEX}")
     probe = duckdb.connect()
 
     def rendered(limit: str) -> str:
