@@ -34,7 +34,7 @@ from tasks.records import Article, State
 from tasks.settings import Settings
 from tasks.similarity import signatures
 from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
-                         VIEWS, SearchUnavailableError, export_sql, load_fts)
+                         UNINDEXED_SPAN, VIEWS, SearchUnavailableError, export_sql, load_fts)
 
 log = logging.getLogger(__name__)
 
@@ -966,8 +966,15 @@ def search(db: Path | str, text: str, since: str | None = None, source: str | No
     """Articles matching `text`, best BM25 score first (source matches a source name or a domain)."""
     with connect(db, read_only=True, wait=wait) as con:
         load_fts(con)
-        cur = con.execute(SEARCH, {"query": text, "since": since, "source": source, "limit": limit})
-        return [d[0] for d in cur.description or []], cur.fetchall()
+        con.execute("BEGIN TRANSACTION")  # the rowids looked up first and the search: one snapshot
+        try:
+            filters = {"since": since, "source": source}
+            first, last = con.execute(UNINDEXED_SPAN, filters).fetchone()
+            cur = con.execute(SEARCH, {**filters, "query": text, "limit": limit,
+                                       "first": 0 if first is None else first, "last": -1 if last is None else last})
+            return [d[0] for d in cur.description or []], cur.fetchall()
+        finally:
+            con.execute("ROLLBACK")
 
 
 def export_parquet(db: Path | str, out_dir: Path | str, since: str | None = None,

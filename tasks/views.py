@@ -85,16 +85,29 @@ CREATE_INDEX = "PRAGMA create_fts_index('articles', 'article_id', 'title', 'text
 # 100,000 articles here). `refresh_search` rebuilds it once more than `search_unindexed_max` of
 # them wait (or an indexed text changed); tests/test_views.py checks these scores against an index
 # built over the same articles.
-SEARCH = r"""
-WITH filtered AS (
-    SELECT article_id, title, text FROM articles
-    WHERE ($since IS NULL OR coalesce(published_at, fetched_at) >= CAST($since AS TIMESTAMPTZ))
-      AND ($source IS NULL OR source = $source OR domain = regexp_replace(lower($source), '^www\.', ''))
+_SEARCH_FILTERS = r"""
+    ($since IS NULL OR coalesce(published_at, fetched_at) >= CAST($since AS TIMESTAMPTZ))
+    AND ($source IS NULL OR source = $source OR domain = regexp_replace(lower($source), '^www\.', ''))
+"""
+# The articles a search must score itself are the newest, so at the end of the table: the range
+# of their rowids, looked up first and passed as constants, lets DuckDB read the texts of that
+# range only (a filter on rowid skips the rest of the table), where a join alone read the whole
+# text column (a search at 100,000 articles went from 0.2 s and 300 MB to 0.5 s and 670 MB).
+# Were they spread through the table, the range would cover it and the search stay right, only
+# slower. (Joining on rowid instead, with the rowids as a table, crashed DuckDB 1.5.5.)
+UNINDEXED_SPAN = f"""
+SELECT min(a.rowid), max(a.rowid) FROM articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id
+WHERE {_SEARCH_FILTERS}
+"""
+SEARCH = rf"""
+WITH indexed AS (
+    SELECT article_id, fts_main_articles.match_bm25(article_id, $query) AS score FROM articles
+    WHERE {_SEARCH_FILTERS}
 ),
-indexed AS (
-    SELECT article_id, fts_main_articles.match_bm25(article_id, $query) AS score FROM filtered
+unindexed AS (
+    SELECT a.article_id, a.title, a.text FROM articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id
+    WHERE a.rowid BETWEEN $first AND $last AND {_SEARCH_FILTERS}
 ),
-unindexed AS (SELECT * FROM filtered f ANTI JOIN fts_main_articles.docs d ON d.name = f.article_id),
 query_terms AS (SELECT DISTINCT stem(unnest(fts_main_articles.tokenize($query)), 'porter') AS term),
 words AS (
     SELECT article_id, unnest(fts_main_articles.tokenize(title)) AS word FROM unindexed

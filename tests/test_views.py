@@ -128,6 +128,7 @@ def test_articles_loaded_after_the_index_are_found_without_rebuilding_it(small_d
     urls = [r[-1] for r in load.search(small_db, "ferry")[1]]
     assert set(urls) == {"https://good.example/1", "https://good.example/a3", "https://good.example/a4"}
     assert load.search(small_db, "ferry", source="other")[1] == []  # filters apply to them too
+    assert load.search(small_db, "ferry", since="2100-01-01")[1] == []
     assert load.search(small_db, "lighthouse")[1] == []
     _add_article(small_db, "a5", "Lighthouse", "A lighthouse keeper retires.")
     assert load.refresh_search(small_db) == 6  # three wait: more than allowed, so it is rebuilt
