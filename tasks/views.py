@@ -85,6 +85,8 @@ CREATE_INDEX = "PRAGMA create_fts_index('articles', 'article_id', 'title', 'text
 # 100,000 articles here). `refresh_search` rebuilds it once more than `search_unindexed_max` of
 # them wait (or an indexed text changed); tests/test_views.py checks these scores against an index
 # built over the same articles.
+# The articles the index lacks (fts's `docs` table names each indexed article by its id).
+_UNINDEXED = "articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id"
 _SEARCH_FILTERS = r"""
     ($since IS NULL OR coalesce(published_at, fetched_at) >= CAST($since AS TIMESTAMPTZ))
     AND ($source IS NULL OR source = $source OR domain = regexp_replace(lower($source), '^www\.', ''))
@@ -96,7 +98,7 @@ _SEARCH_FILTERS = r"""
 # Were they spread through the table, the range would cover it and the search stay right, only
 # slower. (Joining on rowid instead, with the rowids as a table, crashed DuckDB 1.5.5.)
 UNINDEXED_SPAN = f"""
-SELECT min(a.rowid), max(a.rowid) FROM articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id
+SELECT min(a.rowid), max(a.rowid) FROM {_UNINDEXED}
 WHERE {_SEARCH_FILTERS}
 """
 SEARCH = rf"""
@@ -105,7 +107,7 @@ WITH indexed AS (
     WHERE {_SEARCH_FILTERS}
 ),
 unindexed AS (
-    SELECT a.article_id, a.title, a.text FROM articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id
+    SELECT a.article_id, a.title, a.text FROM {_UNINDEXED}
     WHERE a.rowid BETWEEN $first AND $last AND {_SEARCH_FILTERS}
 ),
 query_terms AS (SELECT DISTINCT stem(unnest(fts_main_articles.tokenize($query)), 'porter') AS term),
@@ -147,7 +149,7 @@ INDEXED_FINGERPRINT = """
 SELECT count(*), coalesce(bit_xor(hash(a.article_id, a.title, a.text)), 0)
 FROM articles a SEMI JOIN fts_main_articles.docs d ON d.name = a.article_id
 """
-UNINDEXED_COUNT = "SELECT count(*) FROM articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id"
+UNINDEXED_COUNT = f"SELECT count(*) FROM {_UNINDEXED}"
 SEARCH_STATE = """
 CREATE TABLE IF NOT EXISTS search_index_state (  -- what the fts index was built over (tasks/views.py)
     articles    BIGINT,

@@ -84,22 +84,24 @@ def test_search_ranks_and_filters(small_db: Path) -> None:
     assert len(load.search(small_db, "council", limit=1)[1]) == 1
 
 
+def _built_at(db: Path) -> datetime:
+    """When the search index was last built."""
+    return load.query(db, "SELECT built_at FROM search_index_state")[1][0][0]
+
+
 @pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
 def test_search_index_is_rebuilt_only_when_articles_changed(small_db: Path) -> None:
-    def built_at() -> datetime:
-        return load.query(small_db, "SELECT built_at FROM search_index_state")[1][0][0]
-
     load.refresh_search(small_db)
-    first = built_at()
+    first = _built_at(small_db)
     assert load.refresh_search(small_db) == 3
-    assert built_at() == first  # nothing changed: the index was kept
+    assert _built_at(small_db) == first  # nothing changed: the index was kept
     assert load.search(small_db, "ferry")[1]
 
     con = duckdb.connect(str(small_db))
     con.execute("UPDATE articles SET text = 'A lighthouse keeper retires.' WHERE url = 'https://good.example/1'")
     con.close()
     assert load.refresh_search(small_db) == 3
-    assert built_at() > first
+    assert _built_at(small_db) > first
     assert load.search(small_db, "ferry")[1] == []
     assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]
 
@@ -115,16 +117,13 @@ def _add_article(db: Path, article_id: str, title: str, text: str) -> None:
 @pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
 def test_articles_loaded_after_the_index_are_found_without_rebuilding_it(small_db: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    def built_at() -> datetime:
-        return load.query(small_db, "SELECT built_at FROM search_index_state")[1][0][0]
-
     monkeypatch.setenv("NEWSFLOW_SEARCH_UNINDEXED_MAX", "2")
     assert load.refresh_search(small_db) == 3
-    first = built_at()
+    first = _built_at(small_db)
     _add_article(small_db, "a3", "Ferry strike ends", "The ferry crews returned to the harbour on Monday.")
     _add_article(small_db, "a4", "Ferry fares", "Ferry fares rise again.")
     assert load.refresh_search(small_db) == 5  # two wait outside the index: no rebuild
-    assert built_at() == first
+    assert _built_at(small_db) == first
     urls = [r[-1] for r in load.search(small_db, "ferry")[1]]
     assert set(urls) == {"https://good.example/1", "https://good.example/a3", "https://good.example/a4"}
     assert load.search(small_db, "ferry", source="other")[1] == []  # filters apply to them too
@@ -132,7 +131,7 @@ def test_articles_loaded_after_the_index_are_found_without_rebuilding_it(small_d
     assert load.search(small_db, "lighthouse")[1] == []
     _add_article(small_db, "a5", "Lighthouse", "A lighthouse keeper retires.")
     assert load.refresh_search(small_db) == 6  # three wait: more than allowed, so it is rebuilt
-    assert built_at() > first
+    assert _built_at(small_db) > first
     assert load.query(small_db, "SELECT count(*) FROM fts_main_articles.docs")[1] == [(6,)]
     assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/a5"]
 
