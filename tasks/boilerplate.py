@@ -67,11 +67,15 @@ def trim_edges(blocks: Sequence[Block], evidence: set[tuple[str, ...]]) -> list[
     style extractors drop, so their silence is no evidence). A run that would remove more than
     MAX_TRIM of the words is left alone.
     """
-    keep = [b.kind == "quote" or coverage(b.text, evidence) >= SUPPORTED for b in blocks]
-    if not any(keep):
+    def supported(block: Block) -> bool:
+        return block.kind == "quote" or coverage(block.text, evidence) >= SUPPORTED
+
+    # Only the edges are judged: the first and last supported blocks bound what is kept, so the
+    # blocks between them are never scored (most bodies start and end with one).
+    first = next((i for i, b in enumerate(blocks) if supported(b)), None)
+    if first is None:
         return list(blocks)
-    first = keep.index(True)
-    last = len(keep) - 1 - keep[::-1].index(True)
+    last = next(i for i in range(len(blocks) - 1, first - 1, -1) if i == first or supported(blocks[i]))
     kept = list(blocks[first:last + 1])
     total = n_words(blocks)
     if total - n_words(kept) > MAX_TRIM * total:

@@ -174,6 +174,7 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
     meta = page_metadata(tree, doc, ld, url)
     return Extracted(
         text=text,
+        word_count=word_count(text),
         title=doc.title,
         authors=meta.authors,
         date=meta.date,
@@ -508,7 +509,7 @@ def _extract_job(job: _Job) -> Extracted | _Verdict:
     extracted = extract_page(html, job.url, boilerplate=job.boilerplate)
     if extracted is None:
         return _Verdict(State.NOT_ARTICLE, "no-text")
-    if word_count(extracted.text) < job.min_words:
+    if (extracted.word_count or 0) < job.min_words:
         return _Verdict(State.NOT_ARTICLE, "too-short")
     [signature] = signatures([extracted.text])
     return replace(extracted, signature=None if signature is None else signature.astype("<u4").tobytes())

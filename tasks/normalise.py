@@ -287,6 +287,6 @@ def _normalise(record: Article) -> Article:
         authors=clean_authors(page.authors, page.site_name),
         published_at=published_at(record),
         language=language_code(page.language),
-        word_count=word_count(page.text),
+        word_count=page.word_count if page.word_count is not None else word_count(page.text),
         content_hash=content_hash(page.text),
     )

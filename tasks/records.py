@@ -87,6 +87,9 @@ class Extracted:
     # as sorted (field, source) pairs: hashable, like the rest of the record.
     field_sources: tuple[tuple[str, str], ...] = ()
     extraction_settings: str = ""  # the options and cascade steps used, as compact JSON
+    # Words in `text` (tasks.normalise.word_count), counted once in the extraction worker, which
+    # needs it for the too-short check; None when whoever built the record did not count them.
+    word_count: int | None = None
     # MinHash of the final text (tasks.similarity), computed in the extraction worker so the
     # loading process does not spend ~1 ms a page on it; None for texts too short to sign.
     signature: bytes | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from tasks.extract import (
     extract_page,
     run_pool,
 )
-from tasks.normalise import clean_authors
+from tasks.normalise import clean_authors, word_count
 from tasks.records import Article, SourceKind, State
 from tasks.settings import Settings
 
@@ -148,6 +149,7 @@ def test_own_news_page_keeps_the_article_and_drops_the_furniture() -> None:
     assert page.extractor_version == EXTRACTOR_VERSION
     assert EXTRACTOR_VERSION.startswith(f"trafilatura-{trafilatura.__version__}+precision+")
     assert json.loads(page.extraction_settings)["favor_precision"] is True
+    assert page.word_count == word_count(page.text) > 0  # counted once, here, for every later stage
 
 
 def test_canonical_link_is_none_when_the_page_gives_none() -> None:
@@ -300,7 +302,7 @@ def test_benchmark_f1() -> None:
 
 # --- issue 8: evidence beyond one extractor, metadata with sources ------------------------------
 
-from tasks.boilerplate import Block, line_key, shingles, trim_edges  # noqa: E402
+from tasks.boilerplate import MAX_TRIM, Block, line_key, shingles, trim_edges  # noqa: E402
 
 NEWSLETTER = "Sign up for the Morning Brief, our daily newsletter, delivered to your inbox."
 
@@ -314,6 +316,22 @@ def test_trim_edges_drops_unsupported_edges_but_never_quotes_or_the_middle() -> 
     kept = trim_edges(blocks, evidence)
     assert [b.text for b in kept] == [b.text for b in blocks[1:-1]]
     assert trim_edges(blocks, set()) == blocks  # no evidence, no change
+
+
+def test_trim_edges_keeps_from_the_first_to_the_last_supported_block() -> None:
+    # Every pattern of supported (S), unsupported (u) and quote (q) blocks up to length 5: what is
+    # kept runs from the first S or q to the last (or nothing is trimmed if over MAX_TRIM / none).
+    body = {"S": PARAGRAPHS[0], "u": "Unrelated words about nothing in particular that nobody wrote down", "q": "An embedded post"}
+    evidence = shingles(PARAGRAPHS[0])
+    for n in range(1, 6):
+        for pattern in itertools.product("Suq", repeat=n):
+            blocks = [Block("quote" if k == "q" else "p", body[k]) for k in pattern]
+            bounds = [i for i, k in enumerate(pattern) if k != "u"]
+            expected = blocks if not bounds else blocks[bounds[0]:bounds[-1] + 1]
+            cut = sum(len(b.text.split()) for b in blocks) - sum(len(b.text.split()) for b in expected)
+            if cut > MAX_TRIM * sum(len(b.text.split()) for b in blocks):
+                expected = blocks
+            assert trim_edges(blocks, evidence) == expected, pattern
 
 
 def store(db: Path, texts: list[str]) -> None:

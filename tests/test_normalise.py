@@ -196,6 +196,12 @@ def test_normalise_batch_fills_fields_and_passes_done_records_through() -> None:
     assert done_out is done and bare_out is bare
 
 
+def test_the_extractors_word_count_is_used_and_counted_when_missing() -> None:
+    (counted,) = normalise_batch([article(word_count=42)])  # the worker's count is not redone
+    (uncounted,) = normalise_batch([article()])
+    assert (counted.word_count, uncounted.word_count) == (42, 3)
+
+
 def test_title_falls_back_to_the_feed_hint() -> None:
     (out,) = normalise_batch([article(title=None)])
     assert out.title == "Feed title"
