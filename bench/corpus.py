@@ -2,6 +2,7 @@
 
     uv run python bench/corpus.py build --n 5000 [--out bench/out/n5000] [--seed 1]
     uv run python bench/corpus.py serve --dir bench/out/n5000 [--port 8471]
+    uv run python bench/corpus.py weigh [--n 300]    # the pages' weight against real news pages
 
 Pages are rendered through the bundled sample's outlet templates (`data/sample/make_sample.py`:
 cookie banners, nav, share bars, ads, newsletter boxes, related stories, comments, footers), with
@@ -9,8 +10,10 @@ bodies recombined sentence by sentence from the sample's texts (the Russian outl
 small for that: its sentences are drawn word by word, see `_sentences`), so no two pages are
 near-duplicates except the ~2% planted on purpose (a wire story carried by another outlet, its
 last paragraph trimmed, a local intro on top). Lengths vary (a few too-short pages), as do
-comments, images, JSON-LD/meta presence, inline CSS/JS weight and footer link lists; ~3% are
-section fronts or static pages (not articles). Everything is derived from (seed, page number),
+comments, images, JSON-LD/meta presence, and the page's weight: inline CSS/JS, a mega-menu,
+layout wrappers, ad slots, teaser grids and footer links, sized so that pages have about as many
+elements and cost trafilatura about as much as real news pages (`weigh` compares them with the
+extraction benchmark's pages); ~3% are section fronts or static pages (not articles). Everything is derived from (seed, page number),
 so a rebuild is byte-identical and a page can be regenerated alone.
 
 `build` writes, under the output directory (never commit it: `bench/out/` is for generated files):
@@ -29,6 +32,7 @@ the site are `http://127.0.1.K:PORT/path` (`site_urls`) and the hosts must be al
 from __future__ import annotations
 
 import argparse
+import html
 import importlib.util
 import io
 import json
@@ -39,6 +43,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -69,7 +74,7 @@ CRAWL_START = datetime(2026, 11, 20, 6, 0, 0, tzinfo=UTC)
 WIRE_SHARE = 0.02  # planted near-duplicates
 NOT_ARTICLE_SHARE = 0.03  # section fronts and static pages (outlets whose templates have them)
 # Bump when the pages change: `ensure` rebuilds a corpus made by another version.
-GENERATOR = 2
+GENERATOR = 3
 _SENTENCE = re.compile(r"(?<=[.!?\"”»])\s+(?=[A-ZА-Я\"“«])")
 
 
@@ -242,24 +247,77 @@ def make_page(seed: int, i: int):  # -> make_sample.Page
     )
 
 
-def _furniture(rng: random.Random) -> tuple[str, str]:
-    """Inline CSS/JS for <head> (real pages carry 10-200 KB of it) and a footer link directory."""
+# The page's furniture is sized to real news pages. The outlet templates alone give ~300
+# elements a page; the real pages of the extraction benchmark (../shared/bench/aeb-dev, 88
+# pages, 2019 snapshots of news sites) have p10/p50/p90 of ~330/800/1,190 elements, nest ~18
+# deep, weigh ~50/120/420 KB and cost bare trafilatura ~10/19/42 CPU ms here (issue 7 says
+# 12-17 ms). Lighter pages would make everything newsflow does besides extraction look bigger
+# than it is next to it. Teasers carry their standfirst in a <div>: as <p>s they made the page's
+# paragraph text 2.3x the body's (median; real pages 1.07x), so the extraction cascade consulted
+# its second extractor on 63% of pages instead of ~5% (6% of the real ones). `bench/corpus.py
+# weigh` prints both distributions.
+# A page's weight (log-normal, median 1) scales the parts below together.
+WEIGHT_SIGMA = 0.45
+
+
+def _furniture(rng: random.Random, teasers: list) -> tuple[str, str, str, int]:
+    """(head, top, bottom, depth): inline CSS/JS for <head>; a mega-menu and ad slots after
+    <body>; teaser grids, more ad slots and a footer directory before </body>; and how many
+    layout wrappers (nested <div>s) the body's content sits in."""
+    weight = rng.lognormvariate(0, WEIGHT_SIGMA)
+
+    def some(low: int, median: int) -> int:
+        return max(low, round(median * weight * rng.uniform(0.7, 1.3)))
+
     rules = "\n".join(f".c{rng.randrange(10**6)} .x{k}{{margin:{k % 7}px;color:#{rng.randrange(16**6):06x}}}"
-                      for k in range(rng.randint(20, 700)))
+                      for k in range(some(20, 1000)))
     config = json.dumps({"ads": [{"slot": f"s{k}", "sizes": [[300, 250], [728, 90]], "targeting": {"k": rng.randrange(10**9)}}
-                                 for k in range(rng.randint(5, 150))]})
+                                 for k in range(some(5, 250))]})
     head = f"<style>\n{rules}\n</style>\n<script>window.__CONFIG__={config};</script>\n"
+    menu = "\n".join(
+        f'<li class="menu__item menu__item--has-children"><a class="menu__link" href="/s{k}"><span>Section {k}</span></a>'
+        f'<ul class="menu__sub">{"".join(f"<li class=menu__subitem><a class=menu__sublink href=/s{k}/t{j}><span>Topic {j}</span></a></li>" for j in range(rng.randint(2, 2 + some(1, 10))))}</ul></li>'
+        for k in range(some(4, 9)))
+    top = (f'<header class="masthead"><div class="masthead__inner"><nav class="mega-menu" aria-label="Sections"><ul class="menu">\n{menu}\n</ul></nav>'
+           f'</div></header>\n{_ads(rng, some(1, 3))}\n')
+    cards = "\n".join(
+        f'<article class="card card--teaser"><a class="card__link" href="{attr_escape(t.path)}"><figure class="card__media"><img src="/img/{k}.jpg" alt="" loading="lazy"></figure>'
+        f'<div class="card__body"><span class="card__kicker">{html_escape(t.section)}</span><h3 class="card__title">{html_escape(t.title)}</h3>'
+        f'<div class="card__standfirst">{html_escape(t.description)}</div><time class="card__time">{k + 1}h ago</time></div></a></article>'
+        for k, t in enumerate(rng.choice(teasers) for _ in range(some(2, 16)) if teasers)) if teasers else ""
     links = "\n".join(f'<li><a href="/topic/t{rng.randrange(10**5)}">Topic {rng.randrange(10**5)}</a></li>'
-                      for _ in range(rng.randint(10, 150)))
-    return head, f'<nav class="site-directory"><ul>\n{links}\n</ul></nav>\n'
+                      for _ in range(some(10, 80)))
+    bottom = (f'<section class="teaser-grid"><h2>Most read</h2><div class="grid">\n{cards}\n</div></section>\n'
+              f'{_ads(rng, some(1, 5))}\n<nav class="site-directory"><ul>\n{links}\n</ul></nav>\n')
+    return head, top, bottom, some(3, 8)
+
+
+def _ads(rng: random.Random, n: int) -> str:
+    return "\n".join(f'<div class="ad-slot"><div class="ad-slot__label">Advertisement</div><div id="gpt-{rng.randrange(10**6)}" '
+                     f'class="ad-container" data-sizes="300x250,728x90"><div class="ad-frame"><ins></ins></div></div></div>'
+                     for _ in range(n))
+
+
+def html_escape(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def attr_escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+_BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 
 def render_page(seed: int, i: int, page, context: list) -> bytes:
     """The page as served: its outlet's template, plus varied furniture, in its charset."""
-    html = sample().OUTLETS[page.outlet].render(page, context)
-    head, foot = _furniture(_rng(seed, i, "furniture"))
-    html = html.replace("</head>", head + "</head>", 1).replace("</body>", foot + "</body>", 1)
-    return html.encode(page.charset, errors="xmlcharrefreplace")
+    html_text = sample().OUTLETS[page.outlet].render(page, context)
+    head, top, bottom, wrappers = _furniture(_rng(seed, i, "furniture"), [p for p in context if p is not page])
+    opening = "".join(f'<div class="layout layout--l{k}">' for k in range(wrappers))
+    html_text = html_text.replace("</head>", head + "</head>", 1)
+    html_text = _BODY.sub(lambda m: m[0] + "\n" + opening + top, html_text, count=1)
+    html_text = html_text.replace("</body>", bottom + "</div>" * wrappers + "</body>", 1)
+    return html_text.encode(page.charset, errors="xmlcharrefreplace")
 
 
 def iter_pages(n: int, seed: int = 1) -> Iterator:
@@ -276,6 +334,40 @@ def iter_rendered(n: int, seed: int = 1) -> Iterator[tuple[int, object, bytes]]:
         yield i, page, render_page(seed, i, page, [*window, page])
         if page.is_article:
             window.append(page)
+
+
+def weigh(pages: Iterator[tuple[str, bytes]]) -> dict[str, list[float]]:
+    """p10/p50/p90, over the pages, of what the furniture above is sized against: size (KB),
+    element count, bare trafilatura's CPU ms (newsflow's profile, one process), newsflow's
+    extractor's CPU ms, and the words in the page's <p> elements over the words of its extracted
+    body (where the extraction cascade decides to consult a second extractor: tasks/extract.py)."""
+    import lxml.html
+    from trafilatura import bare_extraction
+
+    sys.path.insert(0, str(REPO))
+    from tasks.extract import PROFILES, SETTINGS_TAG, _paragraph_words, decode_html, extract_page
+
+    sizes: dict[str, list[float]] = {"KB": [], "elements": [], "trafilatura_ms": [], "newsflow_ms": [], "p_words_ratio": []}
+    for url, body in pages:
+        tree = lxml.html.fromstring(body)
+        sizes["KB"].append(len(body) / 1024)
+        sizes["elements"].append(sum(1 for _ in tree.iter()))
+        started = time.process_time()
+        bare_extraction(body, url=url, with_metadata=True, **PROFILES[SETTINGS_TAG])
+        sizes["trafilatura_ms"].append((time.process_time() - started) * 1000)
+        started = time.process_time()
+        page = extract_page(decode_html(body, None), url)
+        sizes["newsflow_ms"].append((time.process_time() - started) * 1000)
+        if page is not None:
+            sizes["p_words_ratio"].append(_paragraph_words(tree) / max(1, len(page.text.split())))
+    return {k: [round(sorted(v)[int(len(v) * q)], 2) for q in (0.1, 0.5, 0.9)] for k, v in sizes.items() if v}
+
+
+def _benchmark_pages(folder: Path) -> Iterator[tuple[str, bytes]]:
+    import gzip
+
+    for path in sorted((folder / "html").glob("*.html.gz")):
+        yield path.name, gzip.decompress(path.read_bytes())
 
 
 # --------------------------------------------------------------------------- the WARC
@@ -397,6 +489,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--n", type=int, default=5000)
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", type=Path)
+    w = sub.add_parser("weigh", help="page size, element count and trafilatura time: the corpus against real pages")
+    w.add_argument("--n", type=int, default=300)
+    w.add_argument("--seed", type=int, default=1)
+    w.add_argument("--real", type=Path, default=REPO.parent / "shared" / "bench" / "aeb-dev",
+                   help="a folder of real pages (html/*.html.gz), e.g. the extraction benchmark")
     s = sub.add_parser("serve", help="serve a built corpus on 127.0.1.1..20 until interrupted")
     s.add_argument("--dir", type=Path, required=True)
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -405,6 +502,11 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or OUT / f"n{args.n}-s{args.seed}"
         meta = build(out, args.n, args.seed)
         print(f"wrote {args.n} pages ({meta['counts']}) to {out}")
+        return
+    if args.command == "weigh":
+        print("corpus", weigh((page.url, body) for _, page, body in iter_rendered(args.n, args.seed)))
+        if (args.real / "html").is_dir():
+            print("real  ", weigh(_benchmark_pages(args.real)))
         return
     serve(args.dir, args.port)
     print(f"serving {args.dir} on 127.0.1.1-{len(HOSTS)}:{args.port}", flush=True)
