@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
@@ -551,6 +552,14 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
         _save(results, r, n)
         _say("ratios", r["ratios"])
         results["runs"].append(r)
+    if repeat > 1:
+        # The machine is shared: single ratios swing by +-0.1 between back-to-back runs, so a
+        # repeated run reports each ratio's median (and range) over its runs.
+        keys = sorted({k for r in results["runs"] for k in r.get("ratios", {})})
+        results["ratio_medians"] = {
+            k: {"median": round(statistics.median(v), 3), "min": min(v), "max": max(v), "runs": len(v)}
+            for k in keys if (v := [r["ratios"][k] for r in results["runs"] if k in r.get("ratios", {})])}
+        _say("ratio medians", results["ratio_medians"])
     results["loadavg_after"] = os.getloadavg()
     print(f"results: {_save(results, None, n)}")
     return results

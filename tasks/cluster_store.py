@@ -153,10 +153,11 @@ def _signature_rows(found: pa.Table) -> np.ndarray:
 def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str, str]]:
     """The candidate (sig_key a, sig_key b) pairs whose signatures verify, as article_id pairs.
 
-    Memory is each distinct key's signature once plus VERIFY_CHUNK pairs at a time: the
-    candidates of one batch grow with the archive (sentences many articles share put
-    hundreds of them in one band), and gathering both sides of every pair at once was the
-    loading process's largest allocation (1 KB a pair).
+    Memory is each distinct key's signature once plus VERIFY_CHUNK pairs at a time. Since a
+    candidate must share MIN_SHARED_BANDS bands, a batch of 500 has ~1,000 pairs, but a
+    re-clustering (`rebuild_clusters`) verifies all candidates of a REBUILD_KEYS range in one
+    call, and gathering both sides of every pair at once was once the loading process's largest
+    allocation (1 KB a pair, with one-band candidates that grew with the archive).
     """
     if pairs.num_rows == 0:
         return []
