@@ -18,7 +18,9 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import re
+import select
 import signal
 import threading
 import time
@@ -563,6 +565,42 @@ def _warm() -> None:
     """No-op run once per worker so that process start and imports are not timed as extraction."""
 
 
+def _end_with(owner: int) -> None:
+    """Pool initializer: end this worker when the process that made the pool ends.
+
+    Written by hand: ProcessPoolExecutor's workers wait on a queue whose writing end they hold
+    themselves, so a parent killed outright (SIGKILL, the OOM killer, a cancelled deployment)
+    left them, and the forkserver they keep alive, running for good: ~200 MB a killed run. A
+    pidfd (Linux 5.3+) becomes readable when the process ends, without PID-reuse races; elsewhere
+    the owner is polled.
+    """
+    threading.Thread(target=_watch_owner, args=(owner,), name="newsflow-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner: int) -> None:
+    try:
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):  # no pidfd here, or the owner is already gone
+        while _alive(owner):
+            time.sleep(OWNER_POLL_SECONDS)
+    else:
+        select.select([fd], [], [])
+    os._exit(0)
+
+
+OWNER_POLL_SECONDS = 2.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 # --- the parent side: one persistent pool ---------------------------------------------------
 
 _pool: ProcessPoolExecutor | None = None
@@ -595,7 +633,9 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
     global _pool, _pool_size
     if _pool is None or _pool_size != workers:
         _discard_pool(kill=False)
-        _pool, _pool_size = ProcessPoolExecutor(max_workers=workers, mp_context=_context()), workers
+        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
+                                    initializer=_end_with, initargs=(os.getpid(),))
+        _pool_size = workers
         wait([_pool.submit(_warm) for _ in range(workers)])
     return _pool
 

@@ -32,8 +32,14 @@ SCRIPT = textwrap.dedent("""
 
     with startup.head_start(1, "tasks.extract"):
         server = startup._server
+        pool = []
+        if sys.argv[1] != "look":
+            import multiprocessing.forkserver
+            from tasks import extract
+            extract.start_pool(1)  # started ahead by head_start; this waits until it is up
+            pool = [*extract._pool._processes, multiprocessing.forkserver._forkserver._forkserver_pid]
         print(json.dumps({"api": PREFECT_API_URL.value(), "child": server.process.pid if server else None,
-                          "result": noop() if sys.argv[1] == "run" else None}), flush=True)
+                          "result": noop() if sys.argv[1] == "run" else None, "pool": pool}), flush=True)
         if sys.argv[1] == "hang":
             time.sleep(600)
 """)
@@ -72,6 +78,7 @@ def test_flow_runs_on_the_server_started_ahead_and_it_ends_with_the_command(tmp_
     assert info["api"].startswith("http://127.0.0.1:") and info["api"].endswith("/api")
     assert info["child"] is not None
     assert _wait_gone(info["child"], 10), "the server outlived the command"
+    assert len(info["pool"]) == 2 and all(_wait_gone(pid, 10) for pid in info["pool"]), "the extraction pool outlived the command"
     with pytest.raises(httpx.TransportError):
         httpx.get(info["api"] + "/health", timeout=2)
     # the flow run went to that server's database under this PREFECT_HOME
@@ -88,6 +95,9 @@ def test_server_ends_when_its_command_is_killed(tmp_path: Path) -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
         assert _wait_gone(info["child"], 30), "the server outlived a killed command"
+        # the extraction worker and its forkserver too (they used to stay, ~200 MB a killed run)
+        assert len(info["pool"]) == 2
+        assert all(_wait_gone(pid, 30) for pid in info["pool"]), "the extraction pool outlived a killed command"
     finally:
         parent.kill()
         parent.wait()
@@ -100,7 +110,7 @@ def test_configured_api_url_is_left_alone(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout.strip().splitlines()[-1])
-    assert info == {"api": configured, "child": None, "result": None}
+    assert info == {"api": configured, "child": None, "result": None, "pool": []}
     assert not (tmp_path / "prefect" / "prefect.db").exists()
 
 
