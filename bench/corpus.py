@@ -32,7 +32,6 @@ the site are `http://127.0.1.K:PORT/path` (`site_urls`) and the hosts must be al
 from __future__ import annotations
 
 import argparse
-import html
 import importlib.util
 import io
 import json
@@ -280,11 +279,12 @@ def _furniture(rng: random.Random, teasers: list) -> tuple[str, str, str, int]:
         for k in range(some(4, 9)))
     top = (f'<header class="masthead"><div class="masthead__inner"><nav class="mega-menu" aria-label="Sections"><ul class="menu">\n{menu}\n</ul></nav>'
            f'</div></header>\n{_ads(rng, some(1, 3))}\n')
+    esc, attr = sample().esc, sample().attr
     cards = "\n".join(
-        f'<article class="card card--teaser"><a class="card__link" href="{attr_escape(t.path)}"><figure class="card__media"><img src="/img/{k}.jpg" alt="" loading="lazy"></figure>'
-        f'<div class="card__body"><span class="card__kicker">{html_escape(t.section)}</span><h3 class="card__title">{html_escape(t.title)}</h3>'
-        f'<div class="card__standfirst">{html_escape(t.description)}</div><time class="card__time">{k + 1}h ago</time></div></a></article>'
-        for k, t in enumerate(rng.choice(teasers) for _ in range(some(2, 16)) if teasers)) if teasers else ""
+        f'<article class="card card--teaser"><a class="card__link" href="{attr(t.path)}"><figure class="card__media"><img src="/img/{k}.jpg" alt="" loading="lazy"></figure>'
+        f'<div class="card__body"><span class="card__kicker">{esc(t.section)}</span><h3 class="card__title">{esc(t.title)}</h3>'
+        f'<div class="card__standfirst">{esc(t.description)}</div><time class="card__time">{k + 1}h ago</time></div></a></article>'
+        for k, t in enumerate(rng.choice(teasers) for _ in range(some(2, 16)))) if teasers else ""
     links = "\n".join(f'<li><a href="/topic/t{rng.randrange(10**5)}">Topic {rng.randrange(10**5)}</a></li>'
                       for _ in range(some(10, 80)))
     bottom = (f'<section class="teaser-grid"><h2>Most read</h2><div class="grid">\n{cards}\n</div></section>\n'
@@ -298,26 +298,18 @@ def _ads(rng: random.Random, n: int) -> str:
                      for _ in range(n))
 
 
-def html_escape(text: str) -> str:
-    return html.escape(text, quote=False)
-
-
-def attr_escape(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
 _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 
 def render_page(seed: int, i: int, page, context: list) -> bytes:
     """The page as served: its outlet's template, plus varied furniture, in its charset."""
-    html_text = sample().OUTLETS[page.outlet].render(page, context)
+    html = sample().OUTLETS[page.outlet].render(page, context)
     head, top, bottom, wrappers = _furniture(_rng(seed, i, "furniture"), [p for p in context if p is not page])
     opening = "".join(f'<div class="layout layout--l{k}">' for k in range(wrappers))
-    html_text = html_text.replace("</head>", head + "</head>", 1)
-    html_text = _BODY.sub(lambda m: m[0] + "\n" + opening + top, html_text, count=1)
-    html_text = html_text.replace("</body>", bottom + "</div>" * wrappers + "</body>", 1)
-    return html_text.encode(page.charset, errors="xmlcharrefreplace")
+    html = html.replace("</head>", head + "</head>", 1)
+    html = _BODY.sub(lambda m: m[0] + "\n" + opening + top, html, count=1)
+    html = html.replace("</body>", bottom + "</div>" * wrappers + "</body>", 1)
+    return html.encode(page.charset, errors="xmlcharrefreplace")
 
 
 def iter_pages(n: int, seed: int = 1) -> Iterator:
