@@ -96,6 +96,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import brotli
@@ -416,7 +417,8 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
     # alive; beyond that the idle ones go, as intended.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * max(settings.per_host, 1))
     async with httpx.AsyncClient(
-        transport=_SitePools(limits, max_sites=max(2 * settings.concurrency, 16)), timeout=timeout,
+        transport=_SitePools(limits, max_sites=max(2 * settings.concurrency, 16), tls=_tls_context(settings.ca_bundle)),
+        timeout=timeout,
         follow_redirects=False, trust_env=False, cookies=cookies, headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     ) as client:
         yield _Session(client, settings, Pacer(settings.cache_dir / "hosts", settings.per_host),
@@ -424,11 +426,20 @@ async def _session(settings: Settings) -> AsyncIterator[_Session]:
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """The process's TLS settings, built once: building one loads the CA bundle (~30 ms, blocking
-    the event loop), and each batch's session used to build its own. An SSLContext is safe to
-    share between connections and threads; it holds no per-connection state."""
-    return httpx.create_ssl_context(trust_env=False)
+def _tls_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """The process's TLS settings, built once per CA bundle: building one loads the bundle (~30 ms,
+    blocking the event loop), and each batch's session used to build its own. An SSLContext is
+    safe to share between connections and threads; it holds no per-connection state.
+
+    certifi's CAs, or those of `ca_bundle` (`Settings.ca_bundle`) instead, loaded as httpx loads
+    a CA file. Either way certificates are checked against the URL's host name, which is sent as
+    SNI although the connection goes to the address `_vetted_ip` chose (see `_hop`)."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context(trust_env=False)
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except ssl.SSLError as exc:  # a misconfiguration: the run stops here, saying which setting
+        raise ValueError(f"NEWSFLOW_CA_BUNDLE {ca_bundle}: not a PEM file of CA certificates ({exc})") from exc
 
 
 class _SitePools(httpx.AsyncBaseTransport):
@@ -446,8 +457,8 @@ class _SitePools(httpx.AsyncBaseTransport):
     response open, is closed when a new site needs one beyond `max_sites`.
     """
 
-    def __init__(self, limits: httpx.Limits, max_sites: int) -> None:
-        self._tls = _tls_context()
+    def __init__(self, limits: httpx.Limits, max_sites: int, tls: ssl.SSLContext) -> None:
+        self._tls = tls
         self._limits, self._max_sites = limits, max(1, max_sites)
         self._pools: OrderedDict[tuple[str, str], httpx.AsyncHTTPTransport] = OrderedDict()  # least recent first
         self._open: Counter[tuple[str, str]] = Counter()  # responses not closed yet, per site

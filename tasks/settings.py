@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     user_agent: str = USER_AGENT
     # hosts or IP literals that may resolve to private/loopback addresses (tests, local demos)
     allow_private_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # PEM file of the certificate authorities to trust for https, in place of certifi's bundle
+    # (an internal CA, a company proxy that inspects TLS); the environment's SSL_CERT_FILE is
+    # not read, so that a run trusts what its settings say and nothing else
+    ca_bundle: Path | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     deadline: float = Field(60.0, description="total seconds per URL, redirects included")
@@ -81,6 +85,14 @@ class Settings(BaseSettings):
         # number up front, which DuckDB would refuse at the end of a run, not naming the setting.
         if not _MEMORY_SIZE.match(value):
             raise ValueError(f"expected a size such as 512MB or 1GB, got {value!r}")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        # Checked here, with the setting's name, rather than by the first https request of a run.
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
         return value
 
     @field_validator("allow_private_hosts", mode="before")

@@ -12,10 +12,13 @@ declares its own Content-Length (a 100 MB page); a bytes body shorter than a dec
 Content-Length is a truncated response. A client that hangs up just ends the generator. Unknown
 paths answer 404. Servers bind 127.0.0.1 (or 127.0.0.2, for a
 "forbidden" address that still stays on this machine; 127.0.0.3/4 for slow hosts) on a free port.
+Given a server-side `ssl.SSLContext`, a server speaks https and records the name each TLS
+client asked for (SNI).
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import zlib
@@ -52,6 +55,7 @@ class Server:
     requests: list[Request] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    sni: list[str | None] = field(default_factory=list)  # per TLS handshake begun: the name asked for
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str = "/") -> str:
@@ -127,11 +131,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(routes: Mapping[str, Route], host: str = "127.0.0.1") -> Iterator[Server]:
-    """Serve `routes` on `host` at a free port until the block ends."""
+def serve(routes: Mapping[str, Route], host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """Serve `routes` on `host` at a free port until the block ends (over TLS with `tls`)."""
     server = Server("")
     httpd = _QuietServer((host, 0), _handler_class(routes, server))
-    server.base_url = f"http://{host}:{httpd.server_address[1]}"
+    if tls is not None:
+        tls.sni_callback = lambda _socket, name, _context: server.sni.append(name)
+        # The handshake happens in the request's thread, on its first read: a client that
+        # refuses the certificate fails that thread only.
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    server.base_url = f"{'https' if tls else 'http'}://{host}:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

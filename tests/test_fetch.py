@@ -8,6 +8,7 @@ import io
 import ipaddress
 import itertools
 import os
+import ssl
 import threading
 import time
 import tracemalloc
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import brotli
 import pytest
+import trustme
 
 from tasks.archive import read_raw
 from tasks.fetch import (
@@ -268,6 +270,78 @@ def test_allow_list_by_name(settings: Settings, monkeypatch: pytest.MonkeyPatch)
         port = site.base_url.rsplit(":", 1)[1]
         result = fetch_one(f"http://intranet.example:{port}/", by_name)
     assert result.state is None
+
+
+# --- https: the certificate is checked for the site's name at the vetted address -------------------
+
+def tls_for(ca: trustme.CA, name: str) -> ssl.SSLContext:
+    """A server-side TLS context with a certificate for `name`, issued by `ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def trusted(settings: Settings, tmp_path: Path) -> tuple[trustme.CA, Settings]:
+    """A test CA, and settings that trust it (`ca_bundle`) instead of certifi's CAs."""
+    ca = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    return ca, Settings(**{**settings.model_dump(), "ca_bundle": pem})
+
+
+def test_https_checks_the_certificate_of_the_site_name_at_the_vetted_ip(trusted: tuple[trustme.CA, Settings],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The request goes to the IP that _vetted_ip chose, so without SNI and a check against the
+    # URL's host name, TLS would ask for and verify a certificate for 127.0.0.1.
+    ca, settings = trusted
+    fake_dns(monkeypatch, {"news.example": ["127.0.0.1"]})
+    with serve({"/a": html(PAGE)}, tls=tls_for(ca, "news.example")) as site:
+        port = site.base_url.rsplit(":", 1)[1]
+        result = fetch_one(f"https://news.example:{port}/a", settings)
+    assert (result.state, result.http_status) == (None, 200)
+    assert site.sni == ["news.example"]
+    assert site.requests[0].headers["host"] == f"news.example:{port}"
+    assert read_raw(result.raw).body == PAGE.encode()
+
+
+def test_a_redirect_from_http_to_https_is_followed_and_checked(trusted: tuple[trustme.CA, Settings],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, settings = trusted
+    fake_dns(monkeypatch, {"news.example": ["127.0.0.1"]})
+    with serve({"/a": html(PAGE)}, tls=tls_for(ca, "news.example")) as secure:
+        target = f"https://news.example:{secure.base_url.rsplit(':', 1)[1]}/a"
+        with serve({"/a": redirect(target, 301)}) as plain:
+            result = fetch_one(f"http://news.example:{plain.base_url.rsplit(':', 1)[1]}/a", settings)
+    assert (result.state, result.final_url) == (None, target)
+    assert secure.sni == ["news.example"] and secure.paths() == ["/a"]
+
+
+@pytest.mark.parametrize("problem", ["another name", "an unknown authority"])
+def test_a_certificate_that_does_not_check_out_fails_the_url_without_retries(
+        trusted: tuple[trustme.CA, Settings], monkeypatch: pytest.MonkeyPatch, problem: str) -> None:
+    ca, settings = trusted
+    if problem == "an unknown authority":
+        settings = Settings(**{**settings.model_dump(), "ca_bundle": None})  # certifi's CAs only
+    fake_dns(monkeypatch, {"news.example": ["127.0.0.1"]})
+    name = "other.example" if problem == "another name" else "news.example"
+    with serve({"/a": html(PAGE)}, tls=tls_for(ca, name)) as site:
+        port = site.base_url.rsplit(":", 1)[1]
+        result = fetch_one(f"https://news.example:{port}/a", settings)
+    assert (result.state, result.reason) == (State.FAILED, "tls-error")
+    assert site.sni == ["news.example"]  # one handshake: a bad certificate is not retried
+    assert site.requests == []
+
+
+def test_a_ca_bundle_that_is_missing_or_not_pem_is_refused_by_name(settings: Settings, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, {"news.example": ["127.0.0.1"]})  # never reached: the session refuses first
+    with pytest.raises(ValueError, match="ca_bundle"):
+        Settings(ca_bundle=tmp_path / "missing.pem")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(ValueError, match="NEWSFLOW_CA_BUNDLE .*junk.pem: not a PEM file"):
+        fetch_one("https://news.example/a", Settings(**{**settings.model_dump(), "ca_bundle": junk}))
 
 
 @pytest.mark.parametrize(("ip", "forbidden_"), [
