@@ -367,8 +367,9 @@ def _check_body(body: bytes, content_type: str | None, url: str) -> None:
 
 async def _get_document(session: _Session, url: str, headers: dict[str, str],
                         deadline: asyncio.Timeout | None, max_bytes: int) -> Document:
-    """One attempt at a feed/sitemap: any 2xx or a 304."""
-    async with _follow(session, url, headers, deadline) as (response, final):
+    """One attempt at a feed/sitemap: any 2xx or a 304. robots.txt rules feeds and sitemaps as it
+    rules pages (a site may close its feeds to crawlers and not its pages)."""
+    async with _follow(session, url, headers, deadline, robots=session.settings.obey_robots) as (response, final):
         if not (200 <= response.status_code < 300 or response.status_code == 304):
             raise _status_error(response, final)
         body = await _read_body(response, max_bytes)

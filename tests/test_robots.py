@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fetch import fetch_batch
+from tasks.fetch import RobotsError, fetch_batch, fetch_document
 from tasks.records import Article, SourceKind, State
 from tasks.robots import MAX_BYTES, Robots, RobotsCache, Verdict, from_error, from_status
 from tasks.settings import Settings
@@ -209,3 +209,34 @@ def test_obey_robots_false_never_asks(settings: Settings) -> None:
     with serve(routes) as site:
         [result] = fetch_batch(articles(site.url("/a")), settings.model_copy(update={"obey_robots": False}))
     assert result.state is None and site.paths() == ["/a"]
+
+
+# --- feeds and sitemaps ---------------------------------------------------------------------------
+
+FEED = (200, {"Content-Type": "application/rss+xml"},
+        b"<rss version='2.0'><channel><title>t</title><item><link>http://x.example/a</link></item></channel></rss>")
+
+
+def test_a_feed_or_sitemap_that_robots_disallows_is_not_fetched(settings: Settings) -> None:
+    routes = {"/robots.txt": (200, TEXT, b"User-agent: *\nDisallow: /feeds/\n"), "/feeds/all.xml": FEED,
+              "/sitemap.xml": FEED}
+    with serve(routes) as site:
+        with pytest.raises(RobotsError) as refused:
+            fetch_document(site.url("/feeds/all.xml"), settings)
+        allowed = fetch_document(site.url("/sitemap.xml"), settings)
+        unchecked = fetch_document(site.url("/feeds/all.xml"), settings.model_copy(update={"obey_robots": False}))
+    assert refused.value.reason == "robots"
+    assert allowed.status == unchecked.status == 200
+    assert site.paths() == ["/robots.txt", "/sitemap.xml", "/feeds/all.xml"]  # robots.txt read once
+
+
+def test_a_source_closed_by_robots_is_recorded_with_the_reason(settings: Settings, tmp_path: Path) -> None:
+    from tasks.sources import discover_sources, source_specs
+
+    routes = {"/robots.txt": (200, TEXT, b"User-agent: *\nDisallow: /rss\n"), "/rss": FEED}
+    with serve(routes) as site:
+        specs = source_specs([site.url("/rss")], None, None, None, None, settings, use_defaults=False)
+        found, [state] = discover_sources(specs, settings, tmp_path / "news.duckdb")
+    assert found == []
+    assert state["last_status"] == "error" and "robots" in state["last_error"]
+    assert site.paths() == ["/robots.txt"]
