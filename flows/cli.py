@@ -38,6 +38,23 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@app.callback()
+def _valid_settings() -> None:
+    """Before any command: a NEWSFLOW_* variable the settings refuse is one line naming it, not a
+    traceback from deep inside the first command to read the settings."""
+    from pydantic import ValidationError
+
+    from tasks.settings import Settings
+
+    try:
+        Settings()
+    except ValidationError as exc:
+        # a default computed from a refused field is refused too: that one says nothing new
+        refused = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
+        _fail("; ".join(f"NEWSFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
+                        f"{e['msg'].removeprefix('Value error, ')}" for e in refused))
+
+
 @app.command()
 def ingest(
     db: DbOption = None,

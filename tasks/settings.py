@@ -89,10 +89,15 @@ class Settings(BaseSettings):
 
     @field_validator("ca_bundle")
     @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        # Checked here, with the setting's name, rather than by the first https request of a run.
-        if value is not None and not value.is_file():
+    def _pem_file(cls, value: Path | None) -> Path | None:
+        # Checked here, with the setting's name, rather than by the first https request of a run
+        # (which also refuses a PEM file that does not parse: tasks.fetch._tls_context).
+        if value is None:
+            return value
+        if not value.is_file():
             raise ValueError(f"no such file: {value}")
+        if b"-----BEGIN CERTIFICATE-----" not in value.read_bytes():
+            raise ValueError(f"{value} holds no PEM certificate")
         return value
 
     @field_validator("allow_private_hosts", mode="before")

@@ -69,6 +69,18 @@ def test_commands_need_a_database(tmp_path: Path) -> None:
         assert code == 2 and "newsflow ingest" in out
 
 
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("NEWSFLOW_CA_BUNDLE", "/nonexistent/ca.pem", "NEWSFLOW_CA_BUNDLE: no such file: /nonexistent/ca.pem"),
+    ("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "lots", "NEWSFLOW_DUCKDB_MEMORY_LIMIT: expected a size"),
+    ("NEWSFLOW_BATCH_SIZE", "many", "NEWSFLOW_BATCH_SIZE: Input should be a valid integer"),
+])
+def test_a_refused_setting_is_named_in_one_line(tmp_path: Path, variable: str, value: str, said: str) -> None:
+    result = runner.invoke(app, ["sql", "SELECT 1", "--db", str(tmp_path / "n.duckdb")],
+                           env={"COLUMNS": "200", variable: value})
+    assert result.exit_code == 2
+    assert said in result.output and "Traceback" not in result.output
+
+
 def test_serve_dry_run_prints_the_schedule() -> None:
     code, out = run("serve", "--dry-run")
     assert code == 0, out

@@ -336,12 +336,15 @@ def test_a_certificate_that_does_not_check_out_fails_the_url_without_retries(
 def test_a_ca_bundle_that_is_missing_or_not_pem_is_refused_by_name(settings: Settings, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dns(monkeypatch, {"news.example": ["127.0.0.1"]})  # never reached: the session refuses first
-    with pytest.raises(ValueError, match="ca_bundle"):
-        Settings(ca_bundle=tmp_path / "missing.pem")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate")
-    with pytest.raises(ValueError, match="NEWSFLOW_CA_BUNDLE .*junk.pem: not a PEM file"):
-        fetch_one("https://news.example/a", Settings(**{**settings.model_dump(), "ca_bundle": junk}))
+    for path in (tmp_path / "missing.pem", junk):
+        with pytest.raises(ValueError, match="ca_bundle"):
+            Settings(ca_bundle=path)
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="NEWSFLOW_CA_BUNDLE .*broken.pem: not a PEM file"):
+        fetch_one("https://news.example/a", Settings(**{**settings.model_dump(), "ca_bundle": broken}))
 
 
 @pytest.mark.parametrize(("ip", "forbidden_"), [
