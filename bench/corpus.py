@@ -355,13 +355,6 @@ def weigh(pages: Iterator[tuple[str, bytes]]) -> dict[str, list[float]]:
     return {k: [round(sorted(v)[int(len(v) * q)], 2) for q in (0.1, 0.5, 0.9)] for k, v in sizes.items() if v}
 
 
-def _benchmark_pages(folder: Path) -> Iterator[tuple[str, bytes]]:
-    import gzip
-
-    for path in sorted((folder / "html").glob("*.html.gz")):
-        yield path.name, gzip.decompress(path.read_bytes())
-
-
 # --------------------------------------------------------------------------- the WARC
 
 def _record_id(key: str) -> str:
@@ -498,7 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "weigh":
         print("corpus", weigh((page.url, body) for _, page, body in iter_rendered(args.n, args.seed)))
         if (args.real / "html").is_dir():
-            print("real  ", weigh(_benchmark_pages(args.real)))
+            from extraction_quality import load_pages  # the benchmark's reader (this script's folder is on sys.path)
+
+            print("real  ", weigh((url, raw) for _, url, _, raw in load_pages(args.real)))
         return
     serve(args.dir, args.port)
     print(f"serving {args.dir} on 127.0.1.1-{len(HOSTS)}:{args.port}", flush=True)
