@@ -362,3 +362,63 @@ def test_a_held_database_is_reopened_after_so_many_writes(fresh_db: Path, monkey
                 con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
         assert len(opened) == 3  # and again 3 writes later
     assert len(table_rows(fresh_db, "runs")) == 13
+
+
+def _wal_bytes(db: Path) -> int:
+    wal = Path(f"{db}.wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_a_writer_checkpoints_under_the_lower_limit_and_gets_its_own_back(fresh_db: Path):
+    """The checkpoint before a close runs under CHECKPOINT_MEMORY_LIMIT (its spike set the peak of
+    a long backfill); the connection's own limit is back afterwards."""
+    load.ensure_schema(fresh_db)
+    con = load._open(fresh_db, False, 1.0)
+    try:
+        own = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        con.execute("INSERT INTO runs (run_id) SELECT 'r' || i FROM range(2000) t(i)")
+        assert _wal_bytes(fresh_db) > 0
+        load._checkpoint_lean(con)
+        assert _wal_bytes(fresh_db) == 0  # written into the file, so the close has nothing left
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == own
+    finally:
+        con.close()
+    assert len(table_rows(fresh_db, "runs")) == 2000
+
+
+def test_a_refused_checkpoint_leaves_the_close_to_do_it(fresh_db: Path):
+    """Another cursor's open transaction makes DuckDB refuse the checkpoint: nothing is raised,
+    the limit is put back, and that transaction still commits."""
+    load.ensure_schema(fresh_db)
+    con = load._open(fresh_db, False, 1.0)
+    try:
+        own = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        other = con.cursor()
+        other.execute("BEGIN")
+        other.execute("INSERT INTO runs (run_id) VALUES ('open')")
+        load._checkpoint_lean(con)
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == own
+        other.execute("COMMIT")
+        other.close()
+    finally:
+        con.close()
+    assert table_rows(fresh_db, "runs")[0][0] == "open"
+
+
+def test_every_close_of_a_writer_goes_through_the_lean_checkpoint(
+        fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    load.ensure_schema(fresh_db)
+    lean: list[bool] = []
+    real = load._checkpoint_lean
+    monkeypatch.setattr(load, "_checkpoint_lean", lambda con: lean.append(True) or real(con))
+    monkeypatch.setattr(load, "RECYCLE_WRITES", 2)
+    with load.transaction(fresh_db) as con:  # alone on the file: opened and closed for this write
+        con.execute("INSERT INTO runs (run_id) VALUES ('alone')")
+    assert len(lean) == 1
+    load.query(fresh_db, "SELECT count(*) FROM runs")  # a read-only close has nothing to write
+    assert len(lean) == 1
+    with load.held(fresh_db):
+        for i in range(5):
+            with load.transaction(fresh_db) as con:
+                con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
+    assert len(lean) == 1 + 3  # recycled after writes 2 and 4, and closed at the end
