@@ -190,8 +190,6 @@ def connect(db: Path | str, read_only: bool = False,
     try:
         yield con
     finally:
-        if not read_only:
-            _checkpoint_lean(con)
         con.close()
 
 
@@ -306,41 +304,8 @@ class _Keeper:
 
     def _close(self) -> None:
         if self._con is not None:
-            _checkpoint_lean(self._con)
             self._con.close()  # closes its cursors too; the file is checkpointed and let go when no
             self._con = None    # other connection of this process has it open
-
-
-# A checkpoint (every close of a connection that wrote, and the keeper's recycling) takes as
-# much of DuckDB's memory as the limit lets it: rewriting a table's recent row groups, it spiked
-# the loading process by 60-120 MB over its running level whatever the compression, and that
-# spike set the peak of a 50,000-page backfill. Under a lower limit DuckDB evicts the blocks it
-# has written instead of holding them: measured on 2,000-row appends of article-sized text, the
-# spike fell from +35-120 MB to +0-9 MB at CHECKPOINT_MEMORY_LIMIT = 16MB, and a close took
-# 0.34-0.63 s against 0.23-0.64 s. The limit is set for the checkpoint only (a lower limit left
-# on the database would reach every connection to it) and put back after.
-CHECKPOINT_MEMORY_LIMIT = "16MB"
-
-
-def _checkpoint_lean(con: duckdb.DuckDBPyConnection) -> None:
-    """Checkpoint `con`'s database under CHECKPOINT_MEMORY_LIMIT, so that its close has little
-    left to write. Best effort: where DuckDB refuses (another connection of this process is in
-    a transaction, or the checkpoint needs more memory), the close checkpoints as before."""
-    try:
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-        con.execute("SET memory_limit = ?", [CHECKPOINT_MEMORY_LIMIT])
-    except duckdb.Error as exc:  # a closed or broken connection: its close says what happened
-        log.debug("no lean checkpoint: %s", exc)
-        return
-    try:
-        con.execute("CHECKPOINT")
-    except duckdb.Error as exc:
-        log.debug("lean checkpoint refused, the close checkpoints instead: %s", exc)
-    finally:
-        try:
-            con.execute("SET memory_limit = ?", [limit])
-        except duckdb.Error as exc:  # the close follows, which is what matters
-            log.warning("could not restore DuckDB's memory_limit (%s) after a checkpoint: %s", limit, exc)
 
 
 _holds: dict[str, _Keeper] = {}
