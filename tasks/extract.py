@@ -149,7 +149,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 SETTINGS_TAG = "precision"
 # The cascade around trafilatura (see `extract_body`): bump when its rules change, so that
 # `--reextract` upgrades rows extracted by an older one.
-CASCADE_VERSION = "c3"
+CASCADE_VERSION = "c4"  # c4: free_access
 EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}+{CASCADE_VERSION}"
 
 
@@ -174,6 +174,8 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
     if not text.strip():
         return None
     meta = page_metadata(tree, doc, ld, url)
+    free_access, access_source = declared_access(tree, ld)
+    sources = {**meta.sources, "free_access": access_source} if access_source else meta.sources
     return Extracted(
         text=text,
         word_count=word_count(text),
@@ -188,7 +190,8 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
         language=doc.language or _declared_language(tree),
         canonical_link=_canonical_link(tree, doc.url, url),
         extractor_version=f"trafilatura-{trafilatura.__version__}+{profile}+{CASCADE_VERSION}",
-        field_sources=tuple(sorted(meta.sources.items())),
+        field_sources=tuple(sorted(sources.items())),
+        free_access=free_access,
         extraction_settings=json.dumps({"profile": profile, **PROFILES[profile], "steps": steps},
                                        sort_keys=True, separators=(",", ":")),
     )
@@ -362,6 +365,46 @@ def jsonld_article(tree: Any) -> dict[str, Any]:
     # The one with a body, else the one with a date, else the first.
     found.sort(key=lambda a: (not isinstance(a.get("articleBody"), str), "datePublished" not in a))
     return found[0] if found else {}
+
+
+# --- access: is the page behind a paywall? ---------------------------------------------------
+#
+# Only what the page declares, in the two standards publishers use for it: schema.org's
+# isAccessibleForFree, which Google asks paywalled news to mark (on the article, or on the
+# WebPageElement parts that are locked, `hasPart`), and Open Graph's `article:content_tier`
+# (free / metered / locked). A metered page is counted as not free: past the reader's quota it is
+# locked. A page that says nothing is None, not free: most pages say nothing either way. A
+# refusal (HTTP 401/402/403) never reaches extraction; it is the fetch state `blocked`.
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+_TIERS = {"free": True, "metered": False, "locked": False}
+
+
+def declared_access(tree: Any, ld: dict[str, Any]) -> tuple[bool | None, str]:
+    """(free_access, its source): False for a page its JSON-LD or meta tags mark paywalled,
+    True for one marked free, (None, "") for one that says neither."""
+    parts = ld.get("hasPart")
+    parts = parts if isinstance(parts, list) else [parts]
+    if any(isinstance(p, dict) and _flag(p.get("isAccessibleForFree")) is False for p in parts):
+        return False, "json-ld"
+    stated = _flag(ld.get("isAccessibleForFree"))
+    if stated is not None:
+        return stated, "json-ld"
+    for meta in tree.xpath("//meta[@property='article:content_tier' or @name='article:content_tier']"):
+        tier = _TIERS.get((meta.get("content") or "").strip().lower())
+        if tier is not None:
+            return tier, "meta"
+    return None, ""
+
+
+def _flag(value: object) -> bool | None:
+    """A schema.org Boolean as pages write it: true, "True", "false", "False"... None if neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower().removeprefix("https://schema.org/").removeprefix("http://schema.org/")
+        return True if word in _TRUE else False if word in _FALSE else None
+    return None
 
 
 # Meta tags that carry a publication timestamp (Open Graph article, Dublin Core, Parse.ly,

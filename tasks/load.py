@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS articles (
 -- issue 8: where each metadata field came from, and the extraction options and cascade steps.
 ALTER TABLE articles ADD COLUMN IF NOT EXISTS field_sources MAP(VARCHAR, VARCHAR);
 ALTER TABLE articles ADD COLUMN IF NOT EXISTS extraction_settings VARCHAR;
+-- false: the page marks itself paywalled (JSON-LD or meta, tasks/extract.py declared_access);
+-- true: marked free; NULL: it says neither (and rows extracted before the column existed).
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS free_access BOOLEAN;
 CREATE TABLE IF NOT EXISTS url_aliases (
     url         VARCHAR NOT NULL,            -- unique: canonical form of a URL variant seen for the article
     article_id  VARCHAR NOT NULL,
@@ -500,6 +503,7 @@ def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
         "extractor_version": [e.extractor_version for e in ex],
         "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
         "extraction_settings": [e.extraction_settings or None for e in ex],
+        "free_access": pa.array([e.free_access for e in ex], pa.bool_()),
     }
 
 
@@ -654,7 +658,7 @@ def reextract_candidates(db: Path | str, since: datetime | None = None, until: d
 
 # The columns extraction and normalisation decide; re-extraction rewrites only these.
 _EXTRACTED_COLUMNS = ["title", "authors", "published_at", "language", "text", "word_count", "content_hash",
-                      "site_name", "description", "categories", "tags", "image", "page_canonical"]
+                      "site_name", "description", "categories", "tags", "image", "page_canonical", "free_access"]
 
 
 def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],

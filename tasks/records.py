@@ -87,6 +87,10 @@ class Extracted:
     # as sorted (field, source) pairs: hashable, like the rest of the record.
     field_sources: tuple[tuple[str, str], ...] = ()
     extraction_settings: str = ""  # the options and cascade steps used, as compact JSON
+    # Whether the page says anyone may read it: False where its JSON-LD (isAccessibleForFree, on
+    # the article or a part of it) or its article:content_tier meta marks it paywalled, True
+    # where it says free, None where it says nothing (`tasks.extract.declared_access`).
+    free_access: bool | None = None
     # Words in `text` (tasks.normalise.word_count), counted once in the extraction worker, which
     # needs it for the too-short check; None when whoever built the record did not count them.
     word_count: int | None = None

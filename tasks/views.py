@@ -1,7 +1,7 @@
 """SQL of the operator's views and of the full-text search index (executed by `tasks.load`).
 
-    source_health   per source: last success, success / empty-text / duplicate / missing-date
-                    rates, median lag between published and fetched
+    source_health   per source: last success, success / empty-text / duplicate / missing-date /
+                    paywalled rates, median lag between published and fetched
     daily_articles  articles per publication day (UTC; the fetch day when undated) and source
 
 Both are views over table macros of the same name with a `since` argument, so `newsflow stats
@@ -44,6 +44,7 @@ WITH f AS (
 ), a AS (
     SELECT source,
            count(*) FILTER (WHERE published_at IS NULL) / count(*) AS missing_date_rate,
+           count(*) FILTER (WHERE NOT free_access) / count(*) AS paywalled_rate,
            -- over seconds: DuckDB's median of INTERVALs is the lower middle value, not the mean of two
            to_seconds(CAST(median(epoch(fetched_at) - epoch(published_at))
                            FILTER (WHERE published_at <= fetched_at) AS BIGINT)) AS median_lag
@@ -58,6 +59,7 @@ SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
        coalesce(f.failed, 0) AS failed, f.last_success,
        round(f.success_rate, 3) AS success_rate, round(f.empty_text_rate, 3) AS empty_text_rate,
        round(f.duplicate_rate, 3) AS duplicate_rate, round(a.missing_date_rate, 3) AS missing_date_rate,
+       round(a.paywalled_rate, 3) AS paywalled_rate,
        a.median_lag, s.last_status, s.last_error
 FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN sources s ON s.name = n.source
 WHERE n.source IS NOT NULL

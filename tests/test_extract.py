@@ -416,6 +416,38 @@ def test_json_ld_time_authors_and_url_date_with_sources() -> None:
     assert (moved.date, dict(moved.field_sources)["date"]) == ("2023-05-02", "url")
 
 
+def _with_head(extra: str) -> str:
+    return news_page(PARAGRAPHS).replace("</head>", extra + "</head>")
+
+
+def _ld(fields: str) -> str:
+    return ('<script type="application/ld+json">{"@context": "https://schema.org", '
+            f'"@type": "NewsArticle", "headline": "Tram", {fields}}}</script>')
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (_ld('"isAccessibleForFree": false'), (False, "json-ld")),
+    (_ld('"isAccessibleForFree": "False"'), (False, "json-ld")),  # the string form pages often write
+    (_ld('"isAccessibleForFree": "https://schema.org/True"'), (True, "json-ld")),
+    # Google's markup for a locked part of an otherwise open article: paywalled
+    (_ld('"isAccessibleForFree": true, "hasPart": {"@type": "WebPageElement", '
+         '"isAccessibleForFree": false, "cssSelector": ".locked"}'), (False, "json-ld")),
+    ('<meta property="article:content_tier" content="locked">', (False, "meta")),
+    ('<meta property="article:content_tier" content="metered">', (False, "meta")),
+    ('<meta name="article:content_tier" content="Free">', (True, "meta")),
+    # JSON-LD outranks the meta tag
+    (_ld('"isAccessibleForFree": false') + '<meta property="article:content_tier" content="free">',
+     (False, "json-ld")),
+    ('<meta property="article:content_tier" content="premium-ish">', (None, None)),  # not a tier
+    (_ld('"isAccessibleForFree": "maybe"'), (None, None)),
+    ("", (None, None)),  # most pages say nothing: unknown, not free
+])
+def test_free_access_is_what_the_page_declares(head: str, expected: tuple[bool | None, str | None]) -> None:
+    page = extract_page(_with_head(head), "https://gazette.example/news/tram-extension")
+    assert page is not None and PARAGRAPHS[-1] in page.text
+    assert (page.free_access, dict(page.field_sources).get("free_access")) == expected
+
+
 def _padded_page(extra_words: int) -> str:
     """The news page with a footer of <p> text (never article text) adding about `extra_words` words."""
     filler = " ".join(f"word{i}" for i in range(extra_words))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -259,6 +260,24 @@ def test_source_states_round_trip(fresh_db: Path):
                                         "last_checked_at": FETCHED, "last_status": "error",
                                         "last_error": "timeout"}])
     assert load.source_states(fresh_db) == {"f": {"etag": '"v1"', "last_modified": None, "body_hash": "h1"}}
+
+
+def test_free_access_is_stored_and_a_reextraction_that_finds_it_updates_the_row(fresh_db: Path):
+    load.ensure_schema(fresh_db)
+    locked = article("https://news.example/locked")
+    locked = locked.replace(extracted=dataclasses.replace(locked.extracted, free_access=False))
+    unknown = article("https://news.example/unknown", text="Another story altogether.")
+    load.load_batch(fresh_db, "run-1", [locked, unknown])
+
+    def access() -> dict[str, bool | None]:
+        return dict(load.query(fresh_db, "SELECT url, free_access FROM articles")[1])
+
+    assert access() == {"https://news.example/locked": False, "https://news.example/unknown": None}
+    # the same text, now with the page's paywall marking read: the row is rewritten
+    found = unknown.replace(extracted=dataclasses.replace(unknown.extracted, free_access=True,
+                                                          extractor_version="test-2"))
+    assert load.update_extractions(fresh_db, "run-2", [found]) == 1
+    assert access()["https://news.example/unknown"] is True
 
 
 def test_reextraction_that_changes_a_text_reclusters(fresh_db: Path):

@@ -26,7 +26,8 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 @pytest.fixture
 def small_db(fresh_db: Path) -> Iterator[Path]:
-    """Two sources: `good` (3 loaded, 1 duplicate; one article undated) and `bad` (2 failed, 1 empty)."""
+    """Two sources: `good` (3 loaded, 1 duplicate; one article undated, one paywalled) and `bad` (2
+    failed, 1 empty)."""
     load.ensure_schema(fresh_db)
     with load.transaction(fresh_db) as con:
         fetches = [("r1", f"https://good.example/{i}", "good", "loaded", f"a{i}") for i in range(3)]
@@ -43,6 +44,8 @@ def small_db(fresh_db: Path) -> Iterator[Path]:
             [(f"a{i}", f"https://good.example/{i}", f"https://good.example/{i}", f"Title {i}",
               "harbour ferry timetable" if i == 1 else "council housing plan",
               NOW - lag if lag else None, NOW) for i, lag in enumerate(lags)])
+        # a2 marks itself paywalled, a1 free, a0 says nothing (unknown, not paywalled)
+        con.execute("UPDATE articles SET free_access = (article_id = 'a1') WHERE article_id IN ('a1', 'a2')")
         con.execute("INSERT INTO sources (name, kind, location, last_status) VALUES "
                     "('good', 'feed', 'g.xml', 'ok'), ('bad', 'feed', 'b.xml', 'ok'), "
                     "('silent', 'feed', 's.xml', 'failed')")
@@ -56,6 +59,7 @@ def test_source_health_rates(small_db: Path) -> None:
     good, bad = health["good"], health["bad"]
     assert (good["urls"], good["loaded"], good["success_rate"], good["duplicate_rate"]) == (4, 3, 1.0, 0.25)
     assert good["missing_date_rate"] == pytest.approx(0.333)
+    assert good["paywalled_rate"] == pytest.approx(0.333)
     assert good["median_lag"] == timedelta(hours=2)
     assert good["last_success"] == NOW
     assert (bad["success_rate"], bad["empty_text_rate"], bad["failed"]) == (pytest.approx(0.333), pytest.approx(0.333), 2)
