@@ -285,7 +285,7 @@ def clusters(
     _print_rows(columns, rows, format)
 
 
-import flows.cli_backfill  # noqa: E402,F401  (registers the backfill and raw commands on `app`)
+import flows.cli_backfill  # noqa: E402,F401  (registers the backfill, raw and forget commands on `app`)
 
 
 def main() -> None:

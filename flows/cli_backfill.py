@@ -1,4 +1,4 @@
-"""`newsflow backfill` and `newsflow raw ARTICLE_ID`, registered on the `newsflow` typer app."""
+"""`newsflow backfill`, `newsflow raw ARTICLE_ID` and `newsflow forget`, registered on the `newsflow` typer app."""
 
 from __future__ import annotations
 
@@ -103,3 +103,35 @@ def _page_text(body: bytes, content_type: str | None) -> str:
     from tasks.extract import decode_html  # the charset rules extraction uses
 
     return decode_html(body, content_type)
+
+
+@app.command(name="forget")
+def forget_command(
+    db: DbOption = None,
+    url: Annotated[list[str] | None, typer.Option("--url", help="an article URL to forget (repeatable)")] = None,
+    domain: Annotated[list[str] | None, typer.Option("--domain", help="a domain to forget, subdomains included (repeatable)")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="why, kept in the `forgotten` table")] = None,
+) -> None:
+    """Remove URLs or domains from the database, the raw archive and the search index, and never fetch them again."""
+    from flows.forget import forget
+    from tasks.load import DatabaseLockedError
+
+    db_path = _db_path(db)
+    if not db_path.exists():
+        _fail(f"no database at {db_path}")
+    if not (url or domain):
+        _fail("nothing to forget: give --url and/or --domain")
+    try:
+        report = forget(db_path, url or [], domain or [], reason)
+    except DatabaseLockedError as exc:
+        _fail(str(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    removed = report.removed
+    Console().print(f"forgotten: {report.new_rules} new rule(s); removed {removed['articles']} articles, "
+                    f"{removed['fetches']} fetch-log rows, {removed['url_aliases']} URL aliases; "
+                    f"erased {len(report.erased.records)} raw pages", highlight=False)
+    for path in report.foreign_raw:
+        Console(stderr=True).print(f"left as it is (not written by newsflow): {path}", highlight=False)
+    for path in report.erased.unreadable:
+        Console(stderr=True).print(f"[yellow]could not read to the end, check it:[/] {path}", highlight=False)

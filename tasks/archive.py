@@ -9,8 +9,11 @@ are referenced in place, so they are never copied.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from tasks.records import RawRef
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +161,72 @@ def to_raw_response(record: object) -> RawResponse:
         body=body,
         date=record.rec_headers.get_header("WARC-Date"),  # type: ignore[attr-defined]
     )
+
+
+# --- erasing pages (`newsflow forget`) ------------------------------------------------------------
+#
+# A WARC file is read by offsets: the database points into it, and so may other tools. So a
+# forgotten page is not cut out (every later offset would move); its gzip member is overwritten in
+# place by one of exactly the same length that holds a WARC metadata record saying a page was
+# removed, with neither its URL nor its content. The length is made up in the gzip header's
+# comment field (RFC 1952 FCOMMENT), which every gzip reader skips: the file stays a valid WARC.
+# Written by hand because no WARC or gzip library writes a member to a given length.
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What `erase_pages` did: records overwritten (file, offset), and files it could not read to the end."""
+
+    records: list[tuple[str, int]]
+    unreadable: list[str]
+
+
+def erase_pages(raw_dir: Path, covers: Callable[[str], bool], note: str) -> Erased:
+    """Overwrite, in every WARC file newsflow wrote under `raw_dir`, each response record whose
+    target URI `covers` accepts, with a same-length record that says only `note`. Files written by
+    others (a CC-NEWS archive given to a backfill) are never touched."""
+    records: list[tuple[str, int]] = []
+    unreadable: list[str] = []
+    for path in sorted(raw_dir.rglob("newsflow-*.warc.gz")):
+        hits: list[tuple[int, int]] = []
+        try:
+            with path.open("rb") as stream:
+                pages = ArchiveIterator(stream)
+                for record in pages:
+                    uri = record.rec_headers.get_header("WARC-Target-URI")
+                    if record.rec_type == "response" and uri and covers(uri):
+                        pages.read_to_end(record)
+                        hits.append((pages.get_record_offset(), pages.get_record_length()))
+        except Exception as exc:  # noqa: BLE001 (a truncated or corrupt file: say so, erase what was found)
+            log.warning("%s: could not read to the end: %s", path, exc)
+            unreadable.append(str(path))
+        if not hits:
+            continue
+        with path.open("r+b") as stream:
+            for offset, length in hits:
+                stream.seek(offset)
+                stream.write(tombstone(length, note))
+                records.append((str(path), offset))
+            stream.flush()
+            os.fsync(stream.fileno())
+    return Erased(records, unreadable)
+
+
+def tombstone(length: int, note: str) -> bytes:
+    """A gzip member of exactly `length` bytes holding a WARC metadata record with `note`."""
+    writer = WARCWriter(io.BytesIO(), gzip=False)
+    record = writer.create_warc_record(
+        None, "metadata", payload=io.BytesIO(note.encode()), warc_content_type="text/plain",
+        warc_headers_dict={"WARC-Date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    plain = io.BytesIO()
+    writer.out = plain
+    writer.write_record(record)
+    data = plain.getvalue()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(data) + deflate.flush()
+    header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\xff"  # deflate, FCOMMENT, no mtime, OS unknown
+    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    padding = length - len(header) - 1 - len(body) - len(trailer)  # the comment ends with a NUL
+    if padding < 0:
+        raise ValueError(f"a record of {length} bytes is too short to hold the removal note")
+    return header + b" " * padding + b"\x00" + body + trailer

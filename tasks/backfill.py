@@ -42,7 +42,7 @@ from tasks.extract import extract_batch
 from tasks.fetch import download, fetch_document
 from tasks.load import (finished_partitions, record_partition, reextract_candidates,
                         update_extractions)
-from tasks.normalise import domain_of, normalise_batch
+from tasks.normalise import clean_domains, domain_of, normalise_batch  # noqa: F401 (clean_domains: the flows' import)
 from tasks.records import Article, Hints, RawRef, SourceKind, State, batches
 from tasks.pipeline import Pending, pipelined, prepare_batch
 from tasks.settings import Settings
@@ -105,12 +105,6 @@ def on_domains(url: str, domains: Sequence[str]) -> bool:
         return True
     host = domain_of(url) or ""
     return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def clean_domains(domains: Iterable[str] | None) -> tuple[str, ...]:
-    """Domains as hosts are compared: lowercased, no scheme, "www." or trailing dot; sorted."""
-    cleaned = {(domain_of(d if "://" in d else f"http://{d}") or "").rstrip(".") for d in domains or ()}
-    return tuple(sorted(d for d in cleaned if d))
 
 
 # --- the request and its partitions -------------------------------------------------------------

@@ -10,6 +10,10 @@ Reasons given to duplicates (the `fetches.reason` column):
     same-content   the normalised text is already loaded under another URL of the same site
                    (on another site it is a syndicated copy: loaded, and clustered with the original)
     in-run         an earlier record of the same run had the same URL or text
+
+Forgotten URLs and domains (`newsflow forget`, the `forgotten` table) are skipped before they
+cost a request, with the reason `forgotten` (state skipped), and again at load, in case the rule
+came while the batch was being fetched.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tasks.normalise import canonical_url
+from tasks.normalise import canonical_url, domain_of
 from tasks.records import Article, State
 
 
@@ -29,6 +33,33 @@ class KnownKeys:
     # (content_hash, domain) -> article_id: the same text on the same site is one article; on
     # another site it is a syndicated copy, loaded and clustered with the original (tasks/cluster_store.py)
     content: Mapping[tuple[str, str | None], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What `newsflow forget` removed and newsflow must never fetch or store again."""
+
+    urls: frozenset[str] = frozenset()  # canonical URLs
+    domains: frozenset[str] = frozenset()  # hosts as `domain_of` gives them; subdomains included
+
+    def __bool__(self) -> bool:
+        return bool(self.urls or self.domains)
+
+    def covers(self, url: str) -> bool:
+        """Whether `url` is a forgotten URL (any variant of it) or on a forgotten domain."""
+        if canonical_url(url) in self.urls:
+            return True
+        host = domain_of(url) or ""
+        return any(host == d or host.endswith("." + d) for d in self.domains)
+
+
+def skip_forgotten(records: Iterable[Article], forgotten: Forgotten) -> list[Article]:
+    """Records whose URL, final URL or canonical URL is forgotten finish skipped ("forgotten")."""
+    if not forgotten:
+        return list(records)
+    return [r.finish(State.SKIPPED, "forgotten")
+            if not r.done and any(forgotten.covers(u) for u in (r.url, r.final_url, r.canonical_url) if u) else r
+            for r in records]
 
 
 def url_variants(record: Article) -> list[str]:

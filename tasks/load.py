@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import pyarrow as pa
 
 from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures, insert_signatures, rebuild_clusters
 from tasks.boilerplate import MAX_WORDS, MIN_ARTICLES, MIN_SHARE, line_key, tokens
-from tasks.dedupe import KnownKeys, mark_duplicates, url_variants
+from tasks.dedupe import Forgotten, KnownKeys, mark_duplicates, skip_forgotten, url_variants
+from tasks.normalise import canonical_url, clean_domains, domain_of
 from tasks.records import Article, State
 from tasks.settings import Settings
 from tasks.similarity import signatures
@@ -449,6 +451,8 @@ def load_batch(db: Path | str, run_id: str, records: Sequence[Article],
     partition is recorded as finished in the same transaction."""
     now = datetime.now(UTC)
     with transaction(db) as con:
+        # a `newsflow forget` that came while this batch was fetched still holds
+        records = skip_forgotten(records, _forgotten(con))
         pending = [r for r in records if not r.done and r.article_id]
         known = KnownKeys(
             urls=_known_urls(con, sorted({v for r in pending for v in url_variants(r)})),
@@ -712,6 +716,146 @@ def recluster(db: Path | str) -> int:
         con.execute("UPDATE article_signatures AS s SET published_at = a.published_at FROM articles a "
                     "WHERE a.article_id = s.article_id AND a.published_at IS DISTINCT FROM s.published_at")
         return rebuild_clusters(con)
+
+
+# ---------------------------------------------------------------- forgetting (takedowns)
+#
+# `newsflow forget` removes what a URL or a domain put in the database (articles, their aliases,
+# signatures and fetch log, a domain's learned boilerplate) and records the rule, so that no later
+# run fetches or stores it again (tasks/dedupe.py `skip_forgotten`, before fetching and at load).
+# It runs in two transactions with the raw archive's erasure between them (flows/cli.py): the
+# first records the rules and says which URLs the archive may hold for them, the second deletes.
+# Each step can be repeated: a run cut short is finished by running the same command again.
+
+FORGOTTEN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forgotten (  -- `newsflow forget`: removed, and never fetched or stored again
+    kind      VARCHAR NOT NULL,          -- 'url' (a canonical URL) or 'domain' (its subdomains too)
+    value     VARCHAR NOT NULL,
+    reason    VARCHAR,
+    added_at  TIMESTAMPTZ,
+    PRIMARY KEY (kind, value)
+);
+"""
+SCHEMA += FORGOTTEN_SCHEMA
+
+# The host of a stored URL in SQL, as `tasks.normalise.domain_of` gives it (no userinfo, port
+# or leading "www."), to match fetch rows against forgotten domains without reading them all.
+_HOST = "regexp_replace(lower(regexp_extract({0}, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)', 1)), '^www[.]', '')"
+_DOMAIN_RULE = "(r.kind = 'domain' AND ({0} = r.value OR suffix({0}, '.' || r.value)))"
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetPlan:
+    """What the rules cover, for the archive's erasure before the rows go."""
+
+    added: int  # rules that were new
+    rules: Forgotten  # every rule, old and new
+    urls: frozenset[str]  # canonical forms of every URL stored for what the rules cover
+    raw_paths: frozenset[str]  # WARC files holding the covered articles' raw pages
+
+
+def _forgotten(con: duckdb.DuckDBPyConnection) -> Forgotten:
+    rows = con.execute("SELECT kind, value FROM forgotten").fetchall()
+    return Forgotten(frozenset(v for k, v in rows if k == "url"), frozenset(v for k, v in rows if k == "domain"))
+
+
+def forgotten_rules(db: Path | str) -> Forgotten:
+    """The URLs and domains `newsflow forget` removed (none for a database that has no table yet)."""
+    if not Path(db).exists():
+        return Forgotten()
+    with connect(db) as con:  # read-write although it only reads: see `known_urls`
+        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'forgotten'").fetchall():
+            return Forgotten()
+        return _forgotten(con)
+
+
+def add_forgotten(db: Path | str, urls: Sequence[str], domains: Sequence[str], reason: str | None) -> ForgetPlan:
+    """Record URLs and domains as forgotten; what they cover (the first of forget's two steps)."""
+    rules = sorted({("url", canonical_url(u.strip())) for u in urls if u.strip()}
+                   | {("domain", d) for d in clean_domains(domains)})
+    if not rules:
+        raise ValueError("nothing to forget: give at least one URL or domain")
+    staged = pa.table({"kind": [k for k, _ in rules], "value": [v for _, v in rules]})  # noqa: F841
+    with transaction(db) as con:
+        con.execute(FORGOTTEN_SCHEMA)
+        added = con.execute("INSERT INTO forgotten SELECT kind, value, ?, ? FROM staged "
+                            "ANTI JOIN forgotten USING (kind, value) RETURNING kind",
+                            [reason, datetime.now(UTC)]).fetchall()
+        forgotten = _forgotten(con)
+        ids = _covered_articles(con)
+        fetched = _covered_fetches(con, forgotten, ids)
+        stored = con.execute(
+            "SELECT a.url, a.canonical_url, a.raw_path FROM articles a SEMI JOIN forgotten_ids USING (article_id) "
+            "UNION ALL SELECT u.url, NULL, NULL FROM url_aliases u SEMI JOIN forgotten_ids USING (article_id)"
+        ).fetchall()
+    seen = [u for row in stored for u in row[:2] if u] + [u for _, url, final in fetched for u in (url, final) if u]
+    return ForgetPlan(len(added), forgotten, frozenset(canonical_url(u) for u in seen),
+                      frozenset(path for *_, path in stored if path))
+
+
+def delete_forgotten(db: Path | str) -> dict[str, int]:
+    """Delete every row the forgotten rules cover, and rebuild the clusters they were part of
+    (the second step). Returns how many rows went, by table."""
+    with transaction(db) as con:
+        con.execute(FORGOTTEN_SCHEMA)
+        forgotten = _forgotten(con)
+        ids = _covered_articles(con)
+        con.register("fetch_rows", pa.table({"row": pa.array([row for row, *_ in _covered_fetches(con, forgotten, ids)],
+                                                             pa.int64())}))
+        removed = {
+            "signature_bands": _deleted(con, "DELETE FROM signature_bands WHERE sig_key IN (SELECT sig_key FROM "
+                                             "article_signatures SEMI JOIN forgotten_ids USING (article_id))"),
+            "article_signatures": _deleted(con, "DELETE FROM article_signatures WHERE article_id IN "
+                                                "(SELECT article_id FROM forgotten_ids)"),
+            "url_aliases": _deleted(con, "DELETE FROM url_aliases WHERE article_id IN (SELECT article_id FROM forgotten_ids)"),
+            "fetches": _deleted(con, "DELETE FROM fetches WHERE rowid IN (SELECT row FROM fetch_rows)"),
+            "articles": _deleted(con, "DELETE FROM articles WHERE article_id IN (SELECT article_id FROM forgotten_ids)"),
+        }
+        if con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'site_boilerplate'").fetchall():
+            removed["site_boilerplate"] = _deleted(
+                con, "DELETE FROM site_boilerplate s WHERE EXISTS (SELECT 1 FROM forgotten r WHERE "
+                     + _DOMAIN_RULE.format("s.domain") + ")")
+        if removed["articles"]:
+            rebuild_clusters(con)  # a forgotten article may have been a cluster's first or its bridge
+        con.execute("DROP TABLE forgotten_ids")
+        con.unregister("fetch_rows")
+    return removed
+
+
+def _covered_articles(con: duckdb.DuckDBPyConnection) -> int:
+    """Fill the temporary table `forgotten_ids` with the articles the rules cover; how many."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE forgotten_ids AS
+        SELECT DISTINCT article_id FROM (
+            SELECT a.article_id FROM articles a JOIN forgotten r ON {_DOMAIN_RULE.format("a.domain")}
+            UNION ALL
+            SELECT a.article_id FROM articles a JOIN forgotten r ON r.kind = 'url' AND a.canonical_url = r.value
+            UNION ALL
+            SELECT u.article_id FROM url_aliases u JOIN forgotten r ON r.kind = 'url' AND u.url = r.value)""")
+    return con.execute("SELECT count(*) FROM forgotten_ids").fetchone()[0]
+
+
+def _covered_fetches(con: duckdb.DuckDBPyConnection, forgotten: Forgotten,
+                     articles: int) -> list[tuple[int, str, str | None]]:
+    """(rowid, url, final_url) of the fetch log rows the rules cover: those of covered articles,
+    and URLs that never became one (failed, skipped...) on a forgotten domain or URL. SQL narrows
+    them by host; `Forgotten.covers` (canonical URLs, as everywhere else) decides."""
+    hosts = sorted(forgotten.domains | {h for u in forgotten.urls if (h := domain_of(u))})
+    staged_hosts = pa.table({"host": pa.array(hosts, pa.string())})  # noqa: F841
+    rows = con.execute(
+        f"""SELECT f.rowid, f.url, f.final_url, f.article_id IN (SELECT article_id FROM forgotten_ids) AS of_article
+            FROM fetches f
+            WHERE f.article_id IN (SELECT article_id FROM forgotten_ids)
+               OR EXISTS (SELECT 1 FROM staged_hosts h WHERE {_HOST.format("f.url")} = h.host
+                          OR suffix({_HOST.format("f.url")}, '.' || h.host)
+                          OR {_HOST.format("f.final_url")} = h.host OR suffix({_HOST.format("f.final_url")}, '.' || h.host))"""
+    ).fetchall() if (articles or hosts) else []
+    return [(row, url, final) for row, url, final, of_article in rows
+            if of_article or forgotten.covers(url) or (final and forgotten.covers(final))]
+
+
+def _deleted(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return con.execute(sql).fetchone()[0]
 
 
 # ---------------------------------------------------------------- per-site boilerplate (issue 8)

@@ -94,6 +94,12 @@ def domain_of(url: str) -> str | None:
     return host.removeprefix("www.") or None
 
 
+def clean_domains(domains: Iterable[str] | None) -> tuple[str, ...]:
+    """Domains as hosts are compared: lowercased, no scheme, "www." or trailing dot; sorted."""
+    cleaned = {(domain_of(d if "://" in d else f"http://{d}") or "").rstrip(".") for d in domains or ()}
+    return tuple(sorted(d for d in cleaned if d))
+
+
 # --- dates ----------------------------------------------------------------------------------
 
 def parse_date(value: str | None) -> datetime | None:

@@ -18,10 +18,10 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tasks.dedupe import skip_known_urls
+from tasks.dedupe import skip_forgotten, skip_known_urls
 from tasks.extract import extract_batch
 from tasks.fetch import fetch_batch
-from tasks.load import known_urls, load_batch
+from tasks.load import forgotten_rules, known_urls, load_batch
 from tasks.normalise import normalise_batch
 from tasks.records import Article
 from tasks.settings import Settings
@@ -89,6 +89,7 @@ def prepare_batch(db: Path, records: list[Article], settings: Settings,
                   keep: Callable[[list[Article]], list[Article]] | None = None) -> list[Article]:
     """Every stage before the load: records come back extracted and normalised, or finished.
     `keep` may finish records before the load (a backfill's date window)."""
+    records = skip_forgotten(records, forgotten_rules(db))  # `newsflow forget`: never requested again
     records = skip_known_urls(records, known_urls(db, records))
     records = fetch_batch(records, settings)  # WARC records are referenced in place: nothing to fetch
     records = normalise_batch(extract_batch(records, settings, db))

@@ -683,9 +683,10 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
     whose last state was a transient failure are re-driven too.
     """
     from tasks.dedupe import unique_candidates
-    from tasks.load import retry_candidates, source_states
+    from tasks.load import forgotten_rules, retry_candidates, source_states
 
     previous = source_states(db)
+    forgotten = forgotten_rules(db)
     records: list[Article] = []
     states = []
     for spec in specs:
@@ -693,6 +694,9 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
                                  "last_checked_at": datetime.now(UTC), "last_status": "ok"}
         problems: list[SourceProblem] = []
         try:
+            if _is_http(spec.location) and forgotten.covers(spec.location):
+                # `newsflow forget` took this URL or its domain out: not even its feed is requested
+                raise SourceError(f"{spec.location}: forgotten (newsflow forget), not requested")
             if spec.kind is SourceKind.FEED and _is_http(spec.location):
                 found = _poll_feed(spec, settings, previous.get(spec.label, {}), state)
             else:

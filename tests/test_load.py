@@ -120,7 +120,7 @@ def test_a_database_made_with_keys_is_rebuilt_without_them(fresh_db: Path):
         keyed = con.execute("SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
                             "ORDER BY ALL").fetchall()
         leftovers = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%keyed'").fetchall()
-    assert keyed == [("partitions",), ("runs",), ("site_boilerplate",), ("sources",)] and leftovers == []
+    assert keyed == [("forgotten",), ("partitions",), ("runs",), ("site_boilerplate",), ("sources",)] and leftovers == []
     assert {t: table_rows(fresh_db, t) for t in before} == before and len(before["article_signatures"]) == 1
     again = load.load_batch(fresh_db, "run-2", [article("https://news.example/a", text=WIRE)])
     assert [r.state for r in first + again] == [State.LOADED, State.DUPLICATE]
