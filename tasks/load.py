@@ -723,7 +723,7 @@ def recluster(db: Path | str) -> int:
 # `newsflow forget` removes what a URL or a domain put in the database (articles, their aliases,
 # signatures and fetch log, a domain's learned boilerplate) and records the rule, so that no later
 # run fetches or stores it again (tasks/dedupe.py `skip_forgotten`, before fetching and at load).
-# It runs in two transactions with the raw archive's erasure between them (flows/cli.py): the
+# It runs in two transactions with the raw archive's erasure between them (flows/forget.py): the
 # first records the rules and says which URLs the archive may hold for them, the second deletes.
 # Each step can be repeated: a run cut short is finished by running the same command again.
 
@@ -788,6 +788,7 @@ def add_forgotten(db: Path | str, urls: Sequence[str], domains: Sequence[str], r
             "SELECT a.url, a.canonical_url, a.raw_path FROM articles a SEMI JOIN forgotten_ids USING (article_id) "
             "UNION ALL SELECT u.url, NULL, NULL FROM url_aliases u SEMI JOIN forgotten_ids USING (article_id)"
         ).fetchall()
+        con.execute("DROP TABLE forgotten_ids")
     seen = [u for row in stored for u in row[:2] if u] + [u for _, url, final in fetched for u in (url, final) if u]
     return ForgetPlan(len(added), forgotten, frozenset(canonical_url(u) for u in seen),
                       frozenset(path for *_, path in stored if path))
