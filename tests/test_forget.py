@@ -187,3 +187,22 @@ def test_a_source_on_a_forgotten_domain_is_not_requested(archive, tmp_path: Path
         found, [state] = discover_sources(specs, settings, db)
     assert found == [] and site.paths() == []
     assert state["last_status"] == "error" and "forgotten" in state["last_error"]
+
+
+def test_a_truncated_archive_file_does_not_stop_the_erasure(tmp_path: Path) -> None:
+    """A file a crash cut short mid-record: the records before the cut are still found and erased."""
+    import gzip
+
+    from tasks.archive import erase_pages
+
+    with raw_writer(tmp_path) as writer:
+        first = writer.write("https://gone.example/a", 200, "OK", [], b"<p>first</p>" * 50, FETCHED)
+        second = writer.write("https://kept.example/b", 200, "OK", [], b"<p>second</p>" * 50, FETCHED)
+    path = Path(first.path)
+    path.write_bytes(path.read_bytes()[: second.offset + second.length // 2])
+    erased = erase_pages(tmp_path, lambda uri: "gone.example" in uri, "removed")
+    assert erased.records == [(first.path, first.offset)]
+    with path.open("rb") as stream:
+        stream.seek(first.offset)
+        assert b"WARC-Type: metadata" in gzip.decompress(stream.read(first.length))
+    assert path.stat().st_size == second.offset + second.length // 2  # nothing else written
