@@ -186,6 +186,9 @@ def connect(db: Path | str, read_only: bool = False,
     if shared is not None:
         try:
             yield shared
+        except duckdb.FatalException:
+            keeper.invalidated()  # the next request reopens the file: see `_Keeper.invalidated`
+            raise
         finally:
             keeper.give_back(shared)
         return
@@ -262,6 +265,7 @@ class _Keeper:
         self._resume_at = 0.0
         self._lent: Counter[int] = Counter()  # cursors out, by thread
         self._writes = 0  # write transactions since the connection opened
+        self._broken = False  # DuckDB invalidated the open database (`invalidated`)
 
     def cursor(self) -> duckdb.DuckDBPyConnection | None:
         """A connection on the held database, or None while it is let go (open normally then)."""
@@ -270,7 +274,7 @@ class _Keeper:
         with self._changed:
             while self._con is not None and not self._lent[me]:
                 waiter = _someone_waiting(self.db)
-                if not (waiter or self._writes >= RECYCLE_WRITES):
+                if not (waiter or self._broken or self._writes >= RECYCLE_WRITES):
                     break
                 if any(self._lent.values()):  # closing now would close another thread's cursor
                     left = give_up_at - time.monotonic()
@@ -282,7 +286,7 @@ class _Keeper:
                 self._resume_at = time.monotonic() + RELEASE_SECONDS if waiter else 0.0
             if self._con is None and time.monotonic() >= self._resume_at:
                 self._con = _open(self.db, False, self.wait)
-                self._writes = 0
+                self._writes, self._broken = 0, False
             if self._con is None:
                 return None
             self._lent[me] += 1
@@ -302,6 +306,16 @@ class _Keeper:
         """Count a committed write transaction (the next cursor may reopen the database)."""
         with self._changed:
             self._writes += 1
+
+    def invalidated(self) -> None:
+        """DuckDB raised a fatal error (a checkpoint out of memory, a failed write): it refuses
+        every later statement on this database until it is closed and opened again, which
+        replays its write-ahead log, so the committed work is all there. Close it at the next
+        request (once no other thread holds a cursor), so that a retried task finds it working
+        rather than the rest of the run failing."""
+        with self._changed:
+            self._broken = True
+            self._changed.notify_all()
 
     def close(self) -> None:
         with self._changed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import suppress
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,3 +382,25 @@ def test_a_held_database_is_reopened_after_so_many_writes(fresh_db: Path, monkey
                 con.execute("INSERT INTO runs (run_id) VALUES (?)", [f"r{i}"])
         assert len(opened) == 3  # and again 3 writes later
     assert len(table_rows(fresh_db, "runs")) == 13
+
+
+def test_a_run_goes_on_after_duckdb_invalidates_its_held_database(fresh_db: Path):
+    """A fatal DuckDB error (here a checkpoint out of memory) invalidates the open database for
+    every later statement; the held database is closed and opened again at the next request, so
+    a retried task works, and what was committed before is all there."""
+    load.ensure_schema(fresh_db)
+    with load.held(fresh_db):
+        with load.transaction(fresh_db) as con:  # enough data for the checkpoint to need memory
+            con.execute("INSERT INTO runs (run_id, flow) SELECT 'r' || i, repeat(md5(i::VARCHAR), 20) "
+                        "FROM range(20000) t(i)")
+        with pytest.raises(duckdb.FatalException):
+            with load.connect(fresh_db) as con:
+                for limit in ("1MB", "2MB", "4MB", "8MB", "16MB"):  # the lowest DuckDB accepts here
+                    with suppress(duckdb.OutOfMemoryException):
+                        con.execute("SET memory_limit = ?", [limit])
+                        break
+                con.execute("CHECKPOINT")
+        with load.transaction(fresh_db) as con:
+            con.execute("INSERT INTO runs (run_id) VALUES ('after')")
+        assert load.query(fresh_db, "SELECT count(*) FROM runs")[1] == [(20001,)]
+    assert len(table_rows(fresh_db, "runs")) == 20001
