@@ -11,7 +11,8 @@ from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
 
-from tasks.archive import RawWriter, raw_writer, read_raw
+from tasks.archive import RawWriter, _inflated_member, raw_writer, read_raw
+from tasks.records import RawRef
 
 FETCHED = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
 HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Content-Encoding", "gzip"), ("ETag", '"abc"')]
@@ -50,6 +51,34 @@ def test_each_record_is_a_plain_gzip_member_any_reader_inflates(tmp_path: Path) 
         record = gzip.decompress(data[ref.offset:ref.offset + ref.length])
         assert record.startswith(b"WARC/1.") and record.rstrip(b"\r\n").endswith(body)
     assert gzip.decompress(data).count(b"WARC/1.") == 3  # and the file as one multi-member stream (zcat)
+
+
+def test_reads_back_through_the_member_or_the_stream_whatever_the_reference_says(tmp_path: Path) -> None:
+    """A whole gzip member is inflated by ISA-L; bytes that are not one (a length that cuts the
+    member short, an uncompressed WARC) leave warcio to read the stream: the same record either way."""
+    bodies = [f"<html><p>page {i} Grüße</p></html>".encode() * 80 for i in range(3)]
+    with raw_writer(tmp_path, now=FETCHED) as writer:
+        refs = [writer.write(f"https://news.example/{i}", 200, "OK", HEADERS, b, FETCHED) for i, b in enumerate(bodies)]
+    with open(refs[1].path, "rb") as stream:
+        stream.seek(refs[1].offset)
+        whole = _inflated_member(stream, refs[1].length)
+        assert whole is not None and whole.getvalue().startswith(b"WARC/1.")
+        assert whole.getvalue().rstrip(b"\r\n").endswith(bodies[1])
+        for cut in (refs[1].length - 9, 0, 1):  # not a whole member: nothing, and the stream where it was
+            stream.seek(refs[1].offset)
+            assert _inflated_member(stream, cut) is None and stream.tell() == refs[1].offset
+    for ref, body in zip(refs, bodies, strict=True):
+        for length in (ref.length, ref.length - 9, 0, ref.length + 50):
+            back = read_raw(RawRef(ref.path, ref.offset, length))
+            assert (back.url, back.status, back.body) == (f"https://news.example/{refs.index(ref)}", 200, body)
+    # an uncompressed WARC (what some archives hold): the stream path reads it
+    plain = tmp_path / "plain.warc"
+    data = Path(refs[0].path).read_bytes()
+    members = [gzip.decompress(data[r.offset:r.offset + r.length]) for r in refs]
+    plain.write_bytes(b"".join(members))
+    offset = len(members[0])
+    back = read_raw(RawRef(str(plain), offset, len(members[1])))
+    assert (back.url, back.body) == ("https://news.example/1", bodies[1])
 
 
 def test_rotates_when_a_file_is_full(tmp_path: Path) -> None:
