@@ -19,6 +19,9 @@ Stages (each in its own subprocess, its process tree sampled from /proc every 0.
         batch, with and without near-duplicate clustering), against the floor: one INSERT of the
         same articles' columns into a bare table
     p   cProfile of the parent process during b (flow run in-process) -> profile-b.txt
+    k   CPU a page of bare trafilatura, newsflow's extractor and the workers' whole job in one
+        process, interleaved page by page on COST_PAGES pages: ratios the machine's noise cancels
+        out of, bare/job being the ceiling of b/a
 
 For b and c the time inside the flow (`runs.started_at` .. `runs.finished_at`) is the steady
 state; what comes before is start-up (imports, Prefect's ephemeral server), reported apart. The
@@ -56,6 +59,7 @@ NEWSFLOW = [sys.executable, "-c", "import contextlib, sys\nwith contextlib.suppr
             "from flows.cli import main\nsys.argv[0] = 'newsflow'\nmain()"]
 HERE = [sys.executable, str(Path(__file__).resolve())]
 PAGE = os.sysconf("SC_PAGE_SIZE")
+COST_PAGES = 600  # stage k: ~1 min a pass over the three extractors
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -258,6 +262,60 @@ def limit(warc: Path, mode: str, workers: int) -> dict[str, Any]:
         found = sum(pool.imap_unordered(fn, range(pages), chunksize=8))
     seconds = time.monotonic() - started
     return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1), "with_text": found}
+
+
+def cost(warc: Path, pages: int) -> dict[str, Any]:
+    """(k) CPU a page of bare trafilatura, newsflow's extractor and the workers' whole job, on
+    the same pages in one process, interleaved page by page (the order alternating), so that the
+    machine's speed, which moves by 2x within an hour here, cancels out of the ratios.
+
+    bare / job is the most b/a can reach when everything else (the loading process, Prefect,
+    DuckDB) costs nothing: b's workers do the job on every page, (a) does bare trafilatura.
+    """
+    from trafilatura import bare_extraction
+
+    from tasks.archive import read_raw
+    from tasks.extract import PROFILES, SETTINGS_TAG, _extract_job, _job, decode_html, extract_page
+    from tasks.settings import Settings
+    from tasks.similarity import signatures
+    from tasks.sources import iter_warc
+
+    settings = Settings()
+    jobs = []
+    for record in iter_warc(warc):
+        jobs.append(_job(record, settings, {}))
+        if len(jobs) >= pages:
+            break
+    inputs = [(job, read_raw(job.raw)) for job in jobs]
+
+    def bare(job: Any, raw: Any) -> object:
+        return bare_extraction(raw.body, url=job.url, with_metadata=True, **PROFILES[SETTINGS_TAG])
+
+    def extractor(job: Any, raw: Any) -> object:
+        return extract_page(decode_html(raw.body, job.content_type or raw.header("content-type")), job.url)
+
+    def whole_job(job: Any, raw: Any) -> object:
+        return _extract_job(job)
+
+    def read_back(job: Any, raw: Any) -> object:
+        return read_raw(job.raw)
+
+    texts = [e.text for job, raw in inputs if (e := extractor(job, raw)) is not None]
+    steps = {"bare": bare, "extractor": extractor, "job": whole_job, "read_back": read_back}
+    spent = dict.fromkeys([*steps, "signature"], 0.0)
+    clock = time.process_time
+    for i, (job, raw) in enumerate(inputs):
+        for name in (list(steps) if i % 2 else list(reversed(steps))):
+            started = clock()
+            steps[name](job, raw)
+            spent[name] += clock() - started
+    started = clock()
+    signatures(texts)
+    spent["signature"] = clock() - started
+    ms = {k: round(1000 * v / (len(texts) if k == "signature" else len(inputs)), 3) for k, v in spent.items()}
+    return {"pages": len(inputs), "cpu_ms_per_page": ms,
+            "bare/extractor": round(spent["bare"] / spent["extractor"], 3),
+            "bare/job (the ceiling of b/a)": round(spent["bare"] / spent["job"], 3)}
 
 
 # --------------------------------------------------------------------------- (b0) without Prefect
@@ -527,6 +585,10 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
                 m = measure(HERE + ["_limit", str(warc), mode, str(workers)], env, work / f"{key}.log")
                 r[key] = {**_json_line(work / f"{key}.log"), **_mem(m)}
                 _say(key, r[key])
+        if "k" in stages and attempt == 0:
+            m = measure(HERE + ["_cost", str(warc), str(min(n, COST_PAGES))], env, work / "k.log")
+            r["k"] = {**_json_line(work / "k.log"), **_mem(m)}
+            _say("k", r["k"])
         if "b" in stages:
             db = work / "b.duckdb"
             r["b"] = flow_stage("b", NEWSFLOW + ["backfill", "--warc", str(warc), "--db", str(db)], env, db, work, True)
@@ -622,6 +684,8 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
                 out[f"{key} cpu ms/page"] = round(1000 * sum(r[key]["cpu_s"].values()) / r[key]["pages"], 1)
                 out[f"a/{key} by cpu"] = round(a_cpu / (sum(r[key]["cpu_s"].values()) / r[key]["pages"]), 3)
         out["a cpu ms/page"] = round(1000 * a_cpu, 1)
+    if "k" in r:
+        out["b/a ceiling (k: bare/job by cpu)"] = r["k"]["bare/job (the ceiling of b/a)"]
     if "b" in r and "b0" in r and "flow_s" in r["b"] and "flow_s" in r["b0"]:
         out["prefect share of b flow time"] = round(1 - r["b0"]["flow_s"] / r["b"]["flow_s"], 3)
     return out
@@ -663,6 +727,7 @@ def main(argv: list[str] | None = None) -> None:
         "_load": lambda a: load_only(int(a[0]), int(a[1]), Path(a[2])),
         "_profile_backfill": lambda a: profile_backfill(Path(a[0]), Path(a[1]), Path(a[2])),
         "_noop_flow": lambda a: noop_flow(),
+        "_cost": lambda a: cost(Path(a[0]), int(a[1])),
     }
     if argv and argv[0] in internal:
         print(json.dumps(internal[argv[0]](argv[1:]), default=str), flush=True)
@@ -670,7 +735,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stages", default="a,a2,a3,b,b0,c,d,p", help="comma-separated: a,a2,a3,b,b0,c,d,p")
+    parser.add_argument("--stages", default="a,a2,a3,b,b0,c,d,p,k", help="comma-separated: a,a2,a3,b,b0,c,d,p,k")
     parser.add_argument("--repeat", type=int, default=1, help="repeat a, b and c (the machine is shared: noise)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port", type=int, default=corpus.DEFAULT_PORT)
