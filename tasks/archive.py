@@ -52,11 +52,13 @@ _WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 # Files close at about this size; the WARC 1.1 guidelines and Common Crawl both use ~1 GB.
 MAX_FILE_BYTES = 1024**3
 # Each record's gzip member is deflated by ISA-L (isal), an ordinary gzip stream that zlib,
-# warcio and every WARC reader inflate. It runs in the fetching process for every page: on 1,500
-# bench pages (36 KB on average), ISA-L level 3 took 0.27 ms a page for 31.1% of the size, zlib
-# level 6 0.86 ms for 29.2% (level 1: 0.47 ms, 33.0%). The loop's biggest own cost in `ingest`
-# (py-spy, 5k pages) was this compression.
-GZIP_LEVEL = 3
+# warcio and every WARC reader inflate. It runs in the fetching process for every page, and was
+# that process's biggest own cost in `ingest` (py-spy, then cProfile: ~10% of the fetch stage).
+# On the 88 real pages of ../shared/bench/aeb-dev (183 KB of HTML on average) ISA-L level 1 took
+# 0.35 ms a page for 23.6% of the size, level 3 0.99 ms for 22.6%; on 400 bench pages (108 KB)
+# 0.21 against 0.55 ms, 24.8% against 24.5%. (Earlier, on 36 KB pages: zlib level 6 0.86 ms for
+# 29.2%, zlib level 1 0.47 ms.) A 4% larger archive buys a third of the compression CPU.
+GZIP_LEVEL = 1
 
 
 class RawWriter:
