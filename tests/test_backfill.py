@@ -9,6 +9,8 @@ import random
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -339,6 +341,52 @@ def _texts_with_profile(db: Path, profile: str) -> dict[str, str]:
         response = read_raw(RawRef(*ref))
         texts[article_id] = extract_page(decode_html(response.body, response.header("content-type")), url, profile).text
     return texts
+
+
+def _task_runs(flow_run_id: str) -> Counter[str]:
+    """Task runs of one flow run by task name, once the server has recorded them all (Prefect 3
+    records task runs from events, a moment after they finish): read until two reads agree."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs_of = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    last: Counter[str] | None = None
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            found = client.read_task_runs(flow_run_filter=runs_of, limit=200)  # the server's most
+            assert len(found) < 200, "more task runs than one read returns"
+            # a run is named after its task plus a short random suffix: "load-batch-7f3"
+            counts = Counter(run.name.rsplit("-", 1)[0] for run in found)
+            if counts == last or time.monotonic() > deadline:
+                return counts
+            last = counts
+            time.sleep(1.5)
+
+
+def test_task_runs_grow_with_batches_not_with_articles(prefect_harness: None, env: Path, three_warcs: list[Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 7: a batch is two task runs (prepare, load) and a run a fixed few more, whatever the
+    batches hold: the same 38 pages in batches of 4 and of 64, counted on Prefect's server."""
+    from flows.backfill import backfill
+
+    per_warc = [len(sample_pages()[i::3]) for i in range(3)]  # as `three_warcs` spreads them
+    counted = {}
+    for size in (4, 64):
+        monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", str(size))
+        result = backfill(warcs=[str(p) for p in three_warcs], db=str(env / f"batches-of-{size}.duckdb"))
+        batches = sum(max(1, -(-n // size)) for n in per_warc)  # a partition's last batch may be short
+        runs = _task_runs(result["run_id"])
+        assert runs["backfill-prepare"] == runs["load-batch"] == batches, (size, runs)
+        counted[size] = runs
+    small, large = counted[4], counted[64]
+    # everything that is not a batch's runs once per run (start, plan, finish, search index)
+    fixed = lambda runs: {k: v for k, v in runs.items() if k not in ("backfill-prepare", "load-batch")}  # noqa: E731
+    assert fixed(small) == fixed(large) and all(v == 1 for v in fixed(small).values()), counted
+    assert small.total() - large.total() == 2 * (small["load-batch"] - large["load-batch"]) > 0
+    assert large.total() < sum(per_warc)  # fewer task runs than articles: none per article
 
 
 def test_killed_backfill_rerun_equals_an_uninterrupted_run(prefect_harness: None, env: Path,
