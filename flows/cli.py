@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -156,10 +158,28 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: OutputForm
     elif fmt is OutputFormat.json:
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, ensure_ascii=False))
     else:
-        table = Table(*columns)
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        Console().print(table)
+        _print_table(columns, rows)
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
+    """Rows as a table; where the table is wider than the terminal, one block per row (column,
+    value), as psql's expanded display does, rather than every column squeezed to "so…"."""
+    console = Console()
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    table = Table(*columns, title=title)
+    for row in cells:
+        table.add_row(*row)
+    natural = Measurement.get(console, console.options.update_width(sys.maxsize), table).maximum
+    if not rows or natural <= console.width:
+        console.print(table)
+        return
+    for number, row in enumerate(cells, 1):
+        block = Table(show_header=False, box=box.SIMPLE, title=f"{title or 'row'} {number} of {len(cells)}")
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            block.add_row(column, value)
+        console.print(block)
 
 
 SinceOption = Annotated[datetime | None, typer.Option(
@@ -194,10 +214,7 @@ def stats(db: DbOption = None, since: SinceOption = None) -> None:
     except DatabaseLockedError as exc:
         _locked(exc)
     for name, (columns, rows) in views.items():
-        table = Table(*columns, title=f"{name}" + (f" since {_day(since)}" if since else ""))
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        Console().print(table)
+        _print_table(columns, rows, title=f"{name}" + (f" since {_day(since)}" if since else ""))
 
 
 @app.command()

@@ -52,6 +52,21 @@ def test_stats_prints_both_views(sample_db: Path) -> None:
     assert run("stats", "--db", str(sample_db), "--since", "yesterday")[0] == 2
 
 
+def test_a_table_wider_than_the_terminal_is_shown_a_row_at_a_time(sample_db: Path) -> None:
+    """source_health has 13 columns: on an 80-column terminal they used to be squeezed to "so…";
+    now each row is a block of (column, value) lines, and a table that fits stays a table."""
+    result = runner.invoke(app, ["stats", "--db", str(sample_db)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    health, daily = result.output.split("daily_articles")
+    for column in ("source", "last_success", "success_rate", "empty_text_rate", "paywalled_rate", "last_status"):
+        assert f" {column} " in health, column
+    assert "…" not in health and "source_health 1 of 1" in health
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    assert "┃ day " in daily  # five columns fit: still a table
+    wide = runner.invoke(app, ["stats", "--db", str(sample_db)], env={"COLUMNS": "300"}).output
+    assert "┃ source ┃ urls ┃" in wide and " of 1" not in wide
+
+
 def test_export_parquet(sample_db: Path, tmp_path: Path) -> None:
     code, out = run("export", "--format", "parquet", "--db", str(sample_db), str(tmp_path / "out"))
     assert code == 0 and f"{SAMPLE_ARTICLES} articles" in out
