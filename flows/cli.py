@@ -163,7 +163,8 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: OutputForm
 
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
     """Rows as a table; where the table is wider than the terminal, one block per row (column,
-    value), as psql's expanded display does, rather than every column squeezed to "so…"."""
+    value), as psql's expanded display does, rather than every column squeezed to "so…". By
+    hand because rich only squeezes or folds columns; it has no such mode."""
     console = Console()
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     table = Table(*columns, title=title)
