@@ -167,10 +167,11 @@ def _inflated_member(stream: BinaryIO, length: int) -> io.BytesIO | None:
         inflater = isal_zlib.decompressobj(isal_zlib.MAX_WBITS + 16)
         try:
             plain = inflater.decompress(member)
-        except isal_zlib.error:
-            plain = b""
-        if inflater.eof:
-            return io.BytesIO(plain)
+        except isal_zlib.error:  # not gzip after all: warcio says what is wrong
+            pass
+        else:
+            if inflater.eof:
+                return io.BytesIO(plain)
     stream.seek(start)
     return None
 

@@ -67,10 +67,10 @@ def test_reads_back_through_the_member_or_the_stream_whatever_the_reference_says
         for cut in (refs[1].length - 9, 0, 1):  # not a whole member: nothing, and the stream where it was
             stream.seek(refs[1].offset)
             assert _inflated_member(stream, cut) is None and stream.tell() == refs[1].offset
-    for ref, body in zip(refs, bodies, strict=True):
+    for i, (ref, body) in enumerate(zip(refs, bodies, strict=True)):
         for length in (ref.length, ref.length - 9, 0, ref.length + 50):
             back = read_raw(RawRef(ref.path, ref.offset, length))
-            assert (back.url, back.status, back.body) == (f"https://news.example/{refs.index(ref)}", 200, body)
+            assert (back.url, back.status, back.body) == (f"https://news.example/{i}", 200, body)
     # an uncompressed WARC (what some archives hold): the stream path reads it
     plain = tmp_path / "plain.warc"
     data = Path(refs[0].path).read_bytes()
