@@ -12,6 +12,7 @@ The stage functions stay separate and plain; this module only composes them.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
@@ -52,6 +53,11 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
     preparing: deque[tuple[T, Pending[P]]] = deque()
     loading: tuple[T, Pending[R]] | None = None
     end = object()  # after the last item: drain what is in flight
+    # Everything tracked now (modules, Prefect, the run's setup) outlives the batches: kept out of
+    # the full collections after each load (_loaded), which then take ~35 ms instead of ~0.3 s.
+    # Freezing is a constant-time move, not a pass (a backfill may run hundreds of one-batch
+    # partitions); garbage already there waits for the unfreeze below.
+    gc.freeze()
     try:
         for item in chain(items, [end]):
             if item is not end:
@@ -60,11 +66,11 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
                 ready_item, ready = preparing.popleft()
                 prepared = ready.result()
                 if loading is not None:
-                    yield loading[0], loading[1].result()
+                    yield _loaded(loading)
                 loading = (ready_item, load(ready_item, prepared))
         if loading is not None:
             done, loading = loading, None
-            yield done[0], done[1].result()
+            yield _loaded(done)
     except GeneratorExit:  # the caller stopped: nothing more is handed out
         raise
     except BaseException:
@@ -81,6 +87,20 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
                 pending.result()
             except BaseException:  # noqa: BLE001 (the first error is the one raised)
                 pass
+        gc.unfreeze()  # back under the collector: what the setup leaves behind goes with the rest
+
+
+def _loaded(loading: tuple[T, Pending[R]]) -> tuple[T, R]:
+    """A load's item and result once it is done, after freeing what finished batches left behind."""
+    item, outcome = loading[0], loading[1].result()
+    # Prefect's task engines hold each run's parameters and result in reference cycles (engine,
+    # state, result record; PrefectHQ/prefect#14329), so a loaded batch's records (the pages'
+    # text) go only when the cyclic collector makes a full pass, and those passes grow rarer as
+    # the heap grows: over a 50,000-page backfill the flow process held up to 19 loaded batches
+    # at once. One full pass per loaded batch keeps that to the batches in flight. It pauses this
+    # process only (the extraction pool keeps working), ~35 ms a batch with the heap frozen.
+    gc.collect()
+    return item, outcome
 
 
 # --- the stages of one batch --------------------------------------------------------------------

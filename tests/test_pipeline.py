@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -77,6 +79,47 @@ def test_an_error_waits_for_the_work_in_flight_and_then_surfaces() -> None:
         # batch 3 was already being prepared when 2 failed: it is waited for, not abandoned
         assert 3 in finished
     assert seen == [0, 1]  # loaded before the failure; nothing after it is loaded
+    assert gc.get_freeze_count() == 0, "the heap was left frozen"
+
+
+class CyclicFuture:
+    """Done work whose value sits in a reference cycle, as a Prefect task run's parameters and
+    result do (engine <-> state <-> result record): only the cyclic collector frees it."""
+
+    def __init__(self, value: object) -> None:
+        self.value, self.myself = value, self
+
+    def result(self) -> object:
+        return self.value
+
+
+class Record:
+    pass
+
+
+def test_a_loaded_batch_is_freed_at_once_though_held_in_a_reference_cycle() -> None:
+    records: dict[int, list[weakref.ref]] = {}
+
+    def prepare(n: int) -> CyclicFuture:
+        batch = [Record() for _ in range(3)]
+        records[n] = [weakref.ref(r) for r in batch]
+        return CyclicFuture(batch)
+
+    def load(n: int, batch: list[Record]) -> CyclicFuture:
+        return CyclicFuture((len(batch), batch))  # a load's run holds its parameters too
+
+    loaded = []
+    frozen_before = gc.get_freeze_count()
+    gc.disable()  # the collector's own passes come at times no test can know
+    try:
+        for n, (count, _) in pipelined(range(6), prepare, load):
+            loaded.append((n, count))
+            still_held = [m for m in range(n) if any(ref() is not None for ref in records[m])]
+            assert not still_held, f"batches {still_held} still in memory when batch {n} was loaded"
+    finally:
+        gc.enable()
+    assert loaded == [(n, 3) for n in range(6)]
+    assert gc.get_freeze_count() == frozen_before, "the heap was left frozen"
 
 
 def test_every_prefect_task_has_its_own_name() -> None:
