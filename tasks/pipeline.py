@@ -78,8 +78,7 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
         # (its batch is in the tables, so it counts), then the error goes on.
         if loading is not None:
             done, loading = loading, None
-            outcome = done[1].result()
-            yield done[0], outcome
+            yield _loaded(done)
         raise
     finally:
         for pending in [p for _, p in preparing] + ([loading[1]] if loading else []):
