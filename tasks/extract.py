@@ -648,6 +648,7 @@ def _alive(pid: int) -> bool:
 
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
+_pool_pages = 0  # items the current pool's workers have run (its age, for `recycle_after`)
 # One batch at a time uses the pool: rebuilding it after a hang or crash must not pull the
 # rug from under a concurrent batch (Prefect runs tasks in threads). They would share the
 # CPUs anyway.
@@ -673,12 +674,12 @@ def _context() -> Any:
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
     """The process pool, created on first use and kept for later batches."""
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_pages
     if _pool is None or _pool_size != workers:
         _discard_pool(kill=False)
         _pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
                                     initializer=_end_with, initargs=(os.getpid(),))
-        _pool_size = workers
+        _pool_size, _pool_pages = workers, 0
         wait([_pool.submit(_warm) for _ in range(workers)])
     return _pool
 
@@ -817,16 +818,25 @@ class _PoolRun:
         log.warning("extraction worker hung past %.0f s a page; pool rebuilt", self.timeout)
 
 
-def run_pool(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout: float) -> list[Outcome]:
+def run_pool(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout: float,
+             recycle_after: int = 0) -> list[Outcome]:
     """`fn` over `items` in the persistent worker pool, one Outcome per item, in order.
 
     `fn` must be picklable (a module-level function). Each item gets `timeout` seconds: a soft
-    limit in the worker, and a hard one here that kills the pool if a worker ignores it.
+    limit in the worker, and a hard one here that kills the pool if a worker ignores it. With
+    `recycle_after`, a pool whose workers have run that many items each is replaced by a fresh
+    one before the batch starts (see `Settings.extract_worker_pages`).
     """
+    global _pool_pages
     if not items:
         return []
     with _pool_lock:
-        return _PoolRun(fn, items, workers, timeout).run()
+        if recycle_after and _pool is not None and _pool_pages >= recycle_after * _pool_size:
+            # Between batches nothing is in flight: the workers finish their queue and exit.
+            _discard_pool(kill=False)
+        outcomes = _PoolRun(fn, items, workers, timeout).run()
+        _pool_pages += len(items)
+        return outcomes
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -839,7 +849,8 @@ def extract_batch(records: list[Article], settings: Settings, db: Path | str | N
     todo = [i for i, r in enumerate(records) if not r.done and r.raw is not None]
     learned = _site_boilerplate(db, [records[i] for i in todo]) if db is not None else {}
     jobs = [_job(records[i], settings, learned) for i in todo]
-    outcomes = run_pool(_extract_job, jobs, settings.extract_workers, settings.extract_timeout)
+    outcomes = run_pool(_extract_job, jobs, settings.extract_workers, settings.extract_timeout,
+                        recycle_after=settings.extract_worker_pages)
     result = list(records)
     for index, outcome in zip(todo, outcomes, strict=True):
         result[index] = _apply(records[index], outcome)

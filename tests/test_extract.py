@@ -24,6 +24,7 @@ from tasks.extract import (
     extract_batch,
     extract_page,
     run_pool,
+    shutdown_pool,
 )
 from tasks.normalise import clean_authors, word_count
 from tasks.records import Article, SourceKind, State
@@ -258,6 +259,32 @@ def test_pool_is_worker_processes_reused_across_batches() -> None:
     second = {o.value for o in run_pool(_pid, list(range(8)), workers=2, timeout=5)}
     assert os.getpid() not in first | second
     assert len(first | second) <= 2  # no new processes for the second batch
+
+
+def _pool_pids() -> set[int]:
+    from tasks import extract
+
+    return set(extract._pool._processes) if extract._pool is not None else set()  # no public API
+
+
+def test_pool_is_replaced_between_batches_once_its_workers_ran_their_share() -> None:
+    shutdown_pool()
+    run_pool(_pid, list(range(3)), workers=2, timeout=5, recycle_after=2)
+    first = _pool_pids()
+    # 3 pages run, under 2 workers x 2 pages: the same processes take the next batch
+    outcomes = run_pool(_pid, list(range(3)), workers=2, timeout=5, recycle_after=2)
+    assert {o.value for o in outcomes} <= first and _pool_pids() == first
+    # 6 pages: worn out, so the third batch starts on fresh processes, and the old ones are gone
+    outcomes = run_pool(_pid, list(range(3)), workers=2, timeout=5, recycle_after=2)
+    assert [o.error for o in outcomes] == [None] * 3
+    assert not {o.value for o in outcomes} & first and not _pool_pids() & first
+    for pid in first:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    # without a limit the pool is kept, however much it ran
+    kept = _pool_pids()
+    run_pool(_pid, list(range(8)), workers=2, timeout=5)
+    run_pool(_pid, list(range(8)), workers=2, timeout=5)
+    assert _pool_pids() == kept
 
 
 def test_soft_timeout_fails_only_the_slow_item() -> None:
