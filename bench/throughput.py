@@ -431,7 +431,7 @@ def insert_floor(records: list, work: Path) -> dict[str, Any]:
         db = work / f"floor-{label}.duckdb"
         db.unlink(missing_ok=True)
         ready = pa.table(load._extraction_columns(rows)) if label == "from_arrow" else None
-        con = duckdb.connect(str(db), config={"memory_limit": Settings().duckdb_memory_limit})
+        con = duckdb.connect(str(db), config={"memory_limit": load.writer_memory_limit(Settings(), len(rows))})
         started = time.monotonic()
         staged = ready if ready is not None else pa.table(load._extraction_columns(rows))  # noqa: F841
         con.execute("CREATE TABLE articles AS SELECT * FROM staged LIMIT 0")

@@ -33,7 +33,7 @@ from tasks.boilerplate import MAX_WORDS, MIN_ARTICLES, MIN_SHARE, line_key, toke
 from tasks.dedupe import Forgotten, KnownKeys, mark_duplicates, skip_forgotten, url_variants
 from tasks.normalise import canonical_url, clean_domains, domain_of
 from tasks.records import Article, State
-from tasks.settings import Settings
+from tasks.settings import Settings, size_in_bytes
 from tasks.similarity import signatures
 from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
                          UNINDEXED_SPAN, VIEWS, SearchUnavailableError, export_sql, load_fts)
@@ -201,9 +201,24 @@ def connect(db: Path | str, read_only: bool = False,
         con.close()
 
 
+# A write transaction's new rows stay in DuckDB's memory until it commits (they reach the file
+# early only a whole row group, 122,880 rows, at a time), so a writer's limit must hold a batch's:
+# 5,000 articles of bench/corpus.py in one transaction ran out of memory at 64MB (61 MB in use)
+# and fit at 128MB: over 12 KB a record with its fetch row, signature and band rows. 32 KB a
+# record leaves room for longer texts.
+BATCH_RECORD_BYTES = 32 * 1024
+
+
+def writer_memory_limit(settings: Settings, records: int | None = None) -> str:
+    """DuckDB's memory_limit for connections that write: `duckdb_memory_limit`, or more where a
+    batch of `records` (by default `batch_size`) needs it (see BATCH_RECORD_BYTES)."""
+    base = size_in_bytes(settings.duckdb_memory_limit)
+    return f"{max(base, (records or settings.batch_size) * BATCH_RECORD_BYTES)}B"
+
+
 def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, retried while another process holds the file (and telling it so)."""
-    config = {} if read_only else {"memory_limit": Settings().duckdb_memory_limit}
+    config = {} if read_only else {"memory_limit": writer_memory_limit(Settings())}
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:
@@ -1092,7 +1107,7 @@ def refresh_search(db: Path | str) -> int:
         try:
             con.execute(CREATE_INDEX)
         finally:
-            con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+            con.execute("SET memory_limit = ?", [writer_memory_limit(settings)])
         indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
         con.execute("DELETE FROM search_index_state")
         con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [indexed, fingerprint])

@@ -7,16 +7,20 @@ Per-run choices (which sources, which database) are flow parameters instead.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DB = Path("data/news.duckdb")
-_MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*[A-Za-z%]*\s*$")
 USER_AGENT = "newsflow/0.1 (news research crawler; +https://github.com/newsflow/newsflow)"
+_BYTES = TypeAdapter(ByteSize)
+
+
+def size_in_bytes(size: str) -> int:
+    """A size such as 64MB or 1.5GiB in bytes, with DuckDB's units (MB = 10^6, MiB = 2^20)."""
+    return int(_BYTES.validate_python(size))
 
 
 class Settings(BaseSettings):
@@ -77,8 +81,16 @@ class Settings(BaseSettings):
     # database open, and DuckDB keeps the blocks it read cached up to this limit, so the loading
     # process grew with the archive (+130 MB from 5k to 50k articles at 512MB); the load needs
     # little (batch-sized joins; larger operations spill to disk) and ran as fast at 128MB.
-    # Read-only connections (`newsflow sql`) keep DuckDB's default: they live for one query.
-    duckdb_memory_limit: str = "128MB"
+    # At 64MB DuckDB's cache stops growing by ~50,000 articles (the columns each batch's dedup
+    # reads outgrow it: near-duplicate band keys and signatures, ~47 MB at 49,470 articles), and
+    # a 50,000-page backfill peaked at 0.88 GB instead of 0.92-0.95 (bench/README.md), while a
+    # 100-batch load ran ~20% slower (re-reading evicted blocks from the OS's page cache: ~5 s of
+    # a 15-minute backfill). Not lower: at 48MB an automatic checkpoint could not pin a block
+    # (DuckDB keeps ~33-44 MB of in-memory blocks for the tables' appends) and a FATAL error
+    # invalidated the database. Batches larger than ~2,000 records get more:
+    # `tasks.load.writer_memory_limit`. Read-only connections (`newsflow sql`) keep DuckDB's
+    # default: they live for one query.
+    duckdb_memory_limit: str = "64MB"
     # ... and while it builds the search index, which would otherwise take all of it (at 49,425
     # articles: +550 MB of RSS with 512MB, +216 MB with 128MB, in the same 19 s)
     duckdb_search_memory_limit: str = "128MB"
@@ -90,10 +102,12 @@ class Settings(BaseSettings):
     @field_validator("duckdb_memory_limit", "duckdb_search_memory_limit")
     @classmethod
     def _memory_size(cls, value: str) -> str:
-        # DuckDB's own parser has the last word (on connect); this only catches a value with no
-        # number up front, which DuckDB would refuse at the end of a run, not naming the setting.
-        if not _MEMORY_SIZE.match(value):
-            raise ValueError(f"expected a size such as 512MB or 1GB, got {value!r}")
+        # Checked here, with the setting's name, rather than when a run first opens the database
+        # (`tasks.load.writer_memory_limit` reads it in bytes).
+        try:
+            size_in_bytes(value)
+        except ValidationError:
+            raise ValueError(f"expected a size such as 512MB or 1GB, got {value!r}") from None
         return value
 
     @field_validator("ca_bundle")

@@ -404,3 +404,24 @@ def test_a_run_goes_on_after_duckdb_invalidates_its_held_database(fresh_db: Path
             con.execute("INSERT INTO runs (run_id) VALUES ('after')")
         assert load.query(fresh_db, "SELECT count(*) FROM runs")[1] == [(20001,)]
     assert len(table_rows(fresh_db, "runs")) == 20001
+
+
+def test_a_writers_memory_limit_grows_with_the_batch_it_must_hold(
+        fresh_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.settings import Settings
+
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "16MB")
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "100")
+    assert load.writer_memory_limit(Settings()) == "16000000B"  # the setting, for batches it holds
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "2000")
+    assert load.writer_memory_limit(Settings()) == f"{2000 * load.BATCH_RECORD_BYTES}B"
+    # A transaction's new rows stay in memory until it commits: under 16MB these 2,000 long texts
+    # (20 KB each, one word: not signed, to keep the test quick) ran out ("failed to pin block");
+    # under the limit that grows with the batch, they load.
+    batch = [article(f"https://news.example/{i}", text=f"Story{i} " + "x" * 20_000).replace(content_hash=f"h{i}")
+             for i in range(2000)]
+    with load.held(fresh_db):
+        load.ensure_schema(fresh_db)
+        final = load.load_batch(fresh_db, "run-1", batch)
+    assert {r.state for r in final} == {State.LOADED}
+    assert len(table_rows(fresh_db, "articles")) == 2000
