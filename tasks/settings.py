@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     # processes grow with the pages they have seen (trafilatura#216 reports ~1 MB a page in long
     # runs; here the workers' PSS rose from 253 to 290 MB over a 50,000-page backfill), so a
     # scheduled `serve` or a long backfill would otherwise keep the largest size its workers ever
-    # reached. Not often: a fresh worker's first 100 pages took 0.5 s more CPU than the next
-    # (3.6 s against 3.1 s: what trafilatura and lxml set up on first use), ~0.05 ms a page at
-    # 10,000. 0: never replaced.
+    # reached. Not often: a fresh worker's first 100 pages took 0.5 s more CPU than the same
+    # pages again (3.6 s against 3.1 s: what trafilatura and lxml set up on first use), its first
+    # 300 pages 1.5 s more in one try and 2 s less in another (the machine's noise is as large):
+    # under ~0.15 ms a page at 10,000. 0: never replaced.
     extract_worker_pages: int = Field(default=10_000, ge=0)
     min_words: int = 50  # fewer words of body text: not an article
 
