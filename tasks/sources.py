@@ -39,6 +39,7 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser
 from courlan import validate_url
+from isal import isal_zlib
 from lxml import etree
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
@@ -532,8 +533,16 @@ def _valid_url(url: str) -> bool:
 
 # What warcio raises on a truncated or corrupt file. AttributeError: warcio 1.7/1.8 call
 # `uri.startswith` on a record header cut off before its WARC-Target-URI.
-_WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, EOFError, zlib.error, ValueError,
-                AttributeError)
+_WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, EOFError, zlib.error, isal_zlib.error,
+                ValueError, AttributeError)
+
+# The scan inflates every byte of the file (a gzip member has no length field: the next record's
+# offset is known only once this one is inflated), and zlib's inflate was the loading process's
+# largest cost in a backfill. ISA-L inflates the same stream in about half the time (a 5,000-page,
+# 533 MB WARC: 2.35 s of CPU scanned with zlib, 1.2 s with ISA-L). warcio picks its inflater
+# from the reader's DECOMPRESSORS table (the hook it uses itself for brotli); the scanning
+# iterator gets its own table, so no other warcio reader in the process changes.
+_ISAL_DECOMPRESSORS = {"gzip": lambda: isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)}
 
 
 def iter_warc(path: str | Path, *, source: str | None = None) -> Iterator[Article]:
@@ -551,6 +560,8 @@ def iter_warc(path: str | Path, *, source: str | None = None) -> Iterator[Articl
         raise SourceError(f"{path}: cannot read WARC: {exc}") from exc
     with stream:
         iterator = ArchiveIterator(stream)
+        iterator.reader.DECOMPRESSORS = {**iterator.reader.DECOMPRESSORS, **_ISAL_DECOMPRESSORS}
+        iterator.reader.set_decomp("gzip")  # nothing read yet: the first member's inflater is ISA-L's
         last = RawRef(path, 0, 0)
         for record in _warc_records(iterator, path):
             iterator.read_to_end(record)
