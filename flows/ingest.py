@@ -51,14 +51,16 @@ def ingest(
     specs = source_specs(feeds, sitemaps, urls, urls_file, warcs, settings, use_defaults=not retry_failed)
     with held(db_path):  # open once for the run, let go while another process waits (tasks/load.py)
         start_run_task(db_path, run_id, "ingest", {"sources": [s.location for s in specs], "db": str(db_path)})
-        candidates, source_states = discover_task(specs, settings, db_path, retry_failed)
-        # quote(): Prefect would otherwise walk every record of a batch looking for futures
-        for _ in pipelined(batches(candidates, settings.batch_size),
-                           lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
-                           lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
-            pass  # the counts are read back from `fetches` by finish_run and publish_summary
+        discovery = discover_task(specs, settings, db_path, retry_failed)
+        discovered = 0  # the state counts are read back from `fetches` by finish_run and publish_summary
+        # candidates() streams (a WARC is read batch by batch); quote(): Prefect would otherwise
+        # walk every record of a batch looking for futures
+        for batch, _ in pipelined(batches(discovery.candidates(), settings.batch_size),
+                                  lambda batch: prepare_batch_task.submit(db_path, quote(batch), settings),
+                                  lambda batch, prepared: load_batch_task.submit(db_path, run_id, quote(prepared))):
+            discovered += len(batch)
         shutdown_pool()  # the extraction workers' memory back before the run's closing steps (index build)
-        save_source_states_task(db_path, source_states)
-        finish_run_task(db_path, run_id, len(candidates))
+        save_source_states_task(db_path, discovery.states)
+        finish_run_task(db_path, run_id, discovered)
         refresh_search_task(db_path)
-        return publish_summary(db_path, run_id, source_states, get_run_logger())
+        return publish_summary(db_path, run_id, discovery.states, get_run_logger())

@@ -18,7 +18,7 @@ came while the batch was being fetched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tasks.normalise import canonical_url, domain_of
@@ -71,13 +71,12 @@ def url_variants(record: Article) -> list[str]:
     return list(seen)
 
 
-def unique_candidates(records: Iterable[Article]) -> list[Article]:
+def unique_candidates(records: Iterable[Article]) -> Iterator[Article]:
     """Discovered records with one record per exact URL (the first source to name it wins), and
     later variants of an earlier URL (tracking parameters, case, fragment) marked duplicates
-    before they cost a request."""
+    before they cost a request. Streams: only the URLs seen are kept, not the records."""
     exact: set[str] = set()
     canonical: set[str] = set()
-    out = []
     for record in records:
         if record.url in exact:
             continue
@@ -86,8 +85,7 @@ def unique_candidates(records: Iterable[Article]) -> list[Article]:
         if not record.done and any(v in canonical for v in variants):
             record = record.finish(State.DUPLICATE, "in-run")
         canonical.update(variants)
-        out.append(record)
-    return out
+        yield record
 
 
 def skip_known_urls(records: Iterable[Article], known_urls: Mapping[str, str]) -> list[Article]:

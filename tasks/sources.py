@@ -160,12 +160,16 @@ def discover(spec: SourceSpec, fetch: Fetch, *, stream_fetch: StreamFetch | None
         sink.extend(found)
         yield from records
     else:
-        path = spec.location
-        if _is_http(spec.location):
-            if stream_fetch is None or download_dir is None:
-                raise SourceError(f"{spec.location}: a remote WARC needs stream_fetch and download_dir")
-            path = str(download_warc(spec.location, download_dir, stream_fetch))
-        yield from iter_warc(path, source=spec.label)
+        yield from iter_warc(local_warc(spec, stream_fetch, download_dir), source=spec.label)
+
+
+def local_warc(spec: SourceSpec, stream_fetch: StreamFetch | None, download_dir: Path | None) -> str:
+    """The local path of a WARC source, downloaded first when it is an http(s) URL."""
+    if not _is_http(spec.location):
+        return spec.location
+    if stream_fetch is None or download_dir is None:
+        raise SourceError(f"{spec.location}: a remote WARC needs stream_fetch and download_dir")
+    return str(download_warc(spec.location, download_dir, stream_fetch))
 
 
 def discover_all(specs: Iterable[SourceSpec], fetch: Fetch, *, stream_fetch: StreamFetch | None = None,
@@ -682,9 +686,48 @@ def _download_name(url: str) -> str:
 
 # --- the discovery stage of a run ---------------------------------------------------------------
 
+@dataclass(slots=True)
+class Discovery:
+    """What a run's discovery found, source by source, and each source's new state.
+
+    Feeds, sitemaps and URL lists are read during discovery (their requests belong to it, and a
+    sitemap holds at most 50,000 URLs). A WARC file is only located, downloaded if remote: its
+    records are read by `candidates()` while the run consumes them, batch by batch, so an archive
+    of any size is never held in memory (a candidate takes ~1 KB; a CC-NEWS file holds ~150,000
+    pages), and extraction starts with its first batch rather than after the whole scan.
+    """
+
+    parts: list[tuple[SourceSpec, dict[str, Any], list[Article] | str]]  # a WARC part: its local path
+    retries: list[Article]
+
+    @property
+    def states(self) -> list[dict[str, Any]]:
+        return [state for _, state, _ in self.parts]
+
+    def candidates(self) -> Iterator[Article]:
+        """Every candidate in source order, then the re-driven URLs, one record per URL (the first
+        source to name it wins, see `tasks.dedupe.unique_candidates`). A WARC file found truncated
+        or corrupt while it is read keeps the records before the damage; its state gets the error."""
+        from tasks.dedupe import unique_candidates
+
+        return unique_candidates(self._all())
+
+    def _all(self) -> Iterator[Article]:
+        for spec, state, found in self.parts:
+            if not isinstance(found, str):
+                yield from found
+                continue
+            try:
+                yield from iter_warc(found, source=spec.label)
+            except SourceError as exc:
+                logger.warning("source %s failed: %s", spec.label, exc)
+                state["last_status"], state["last_error"] = "error", str(exc)
+        yield from self.retries
+
+
 def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str,
-                     retry_failed: bool = False) -> tuple[list[Article], list[dict[str, Any]]]:
-    """Every candidate of every source, one record per URL, plus each source's new state.
+                     retry_failed: bool = False) -> Discovery:
+    """Every source's candidates (a WARC's read lazily, see `Discovery`) and its new state.
 
     Feeds are polled with a conditional GET (ETag / Last-Modified) and a hash of the body, since
     many feeds send validators that never change: an unchanged feed costs one request and no work.
@@ -693,36 +736,33 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
     rerun read the feed again instead of skipping it as unchanged. With `retry_failed`, the URLs
     whose last state was a transient failure are re-driven too.
     """
-    from tasks.dedupe import unique_candidates
     from tasks.load import forgotten_rules, retry_candidates, source_states
 
     previous = source_states(db)
     forgotten = forgotten_rules(db)
-    records: list[Article] = []
-    states = []
+    parts: list[tuple[SourceSpec, dict[str, Any], list[Article] | str]] = []
     for spec in specs:
         state: dict[str, Any] = {"name": spec.label, "kind": str(spec.kind), "location": spec.location,
                                  "last_checked_at": datetime.now(UTC), "last_status": "ok"}
         problems: list[SourceProblem] = []
+        found: list[Article] | str
         try:
             if _is_http(spec.location) and forgotten.covers(spec.location):
                 # `newsflow forget` took this URL or its domain out: not even its feed is requested
                 raise SourceError(f"{spec.location}: forgotten (newsflow forget), not requested")
-            if spec.kind is SourceKind.FEED and _is_http(spec.location):
+            if spec.kind is SourceKind.WARC:
+                found = local_warc(spec, _streamer(settings), settings.raw_dir / "downloads")
+            elif spec.kind is SourceKind.FEED and _is_http(spec.location):
                 found = _poll_feed(spec, settings, previous.get(spec.label, {}), state)
             else:
-                found = list(discover(spec, _fetcher(spec, settings), stream_fetch=_streamer(settings),
-                                      download_dir=settings.raw_dir / "downloads", problems=problems))
+                found = list(discover(spec, _fetcher(spec, settings), problems=problems))
         except (SourceError, FetchError) as exc:
             logger.warning("source %s failed: %s", spec.label, exc)
             found, state["last_status"], state["last_error"] = [], "error", str(exc)
         if problems:
             state["last_error"] = "; ".join(f"{p.source}: {p.message}" for p in problems[:5])
-        records.extend(found)
-        states.append(state)
-    if retry_failed:
-        records.extend(retry_candidates(db, settings))
-    return unique_candidates(records), states
+        parts.append((spec, state, found))
+    return Discovery(parts, retry_candidates(db, settings) if retry_failed else [])
 
 
 def _fetcher(spec: SourceSpec, settings: Settings) -> Fetch:

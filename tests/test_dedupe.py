@@ -17,12 +17,12 @@ def normalised(url: str, text_hash: str, article_id: str, domain: str = "news.ex
 
 
 def test_unique_candidates_drops_exact_repeats_and_marks_tracking_variants():
-    records = unique_candidates([
+    records = list(unique_candidates([
         candidate("https://news.example/a"),
         candidate("https://news.example/a"),
         candidate("https://news.example/a?utm_source=rss&utm_medium=feed"),
         candidate("https://news.example/b"),
-    ])
+    ]))
     assert [r.url for r in records] == [
         "https://news.example/a", "https://news.example/a?utm_source=rss&utm_medium=feed",
         "https://news.example/b"]

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from tasks import extract
-from tests.conftest import loopback_path, sample_pages
+from tests.conftest import REPO, loopback_path, sample_pages
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "newsflow_env")
 
@@ -93,3 +93,21 @@ def test_retry_failed_redrives_transient_failures_only(fresh_db: Path, monkeypat
 def snapshot_rows(db: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql).fetchall()
+
+
+def test_a_cut_warc_keeps_the_records_before_the_cut_and_says_why(fresh_db: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    from flows.ingest import ingest
+    from tasks.sources import iter_warc
+
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "10")  # four batches: the file is read while they run
+    sample = REPO / "data" / "sample" / "sample.warc.gz"
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(sample.read_bytes()[:-700])  # inside the last record, as an interrupted download is
+    before_the_cut = [r.url for r in iter_warc(sample)][:-1]
+    [entry] = ingest(warcs=[str(cut)], db=str(fresh_db))
+    assert entry["discovered"] == len(before_the_cut)
+    assert sorted(u for (u,) in snapshot_rows(fresh_db, "SELECT url FROM fetches")) == sorted(before_the_cut)
+    assert snapshot_rows(fresh_db, "SELECT discovered FROM runs") == [(len(before_the_cut),)]
+    [(status, error)] = snapshot_rows(fresh_db, "SELECT last_status, last_error FROM sources")
+    assert status == "error" and "truncated" in error

@@ -184,8 +184,9 @@ def test_a_source_on_a_forgotten_domain_is_not_requested(archive, tmp_path: Path
     with serve({"/rss": feed, "/robots.txt": (404, {}, b"")}) as site:
         specs = source_specs([site.url("/rss")], None, None, None, None, settings, use_defaults=False)
         forget(db, [], ["127.0.0.1"])
-        found, [state] = discover_sources(specs, settings, db)
-    assert found == [] and site.paths() == []
+        discovery = discover_sources(specs, settings, db)
+    [state] = discovery.states
+    assert list(discovery.candidates()) == [] and site.paths() == []
     assert state["last_status"] == "error" and "forgotten" in state["last_error"]
 
 

@@ -236,7 +236,8 @@ def test_a_source_closed_by_robots_is_recorded_with_the_reason(settings: Setting
     routes = {"/robots.txt": (200, TEXT, b"User-agent: *\nDisallow: /rss\n"), "/rss": FEED}
     with serve(routes) as site:
         specs = source_specs([site.url("/rss")], None, None, None, None, settings, use_defaults=False)
-        found, [state] = discover_sources(specs, settings, tmp_path / "news.duckdb")
-    assert found == []
+        discovery = discover_sources(specs, settings, tmp_path / "news.duckdb")
+    [state] = discovery.states
+    assert list(discovery.candidates()) == []
     assert state["last_status"] == "error" and "robots" in state["last_error"]
     assert site.paths() == ["/robots.txt"]

@@ -31,6 +31,7 @@ from tasks.sources import (
     discover,
     discover_all,
     discover_feed,
+    discover_sources,
     discover_sitemap,
     discover_urls,
     download_warc,
@@ -468,6 +469,24 @@ def test_truncated_uncompressed_warc_raises(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[:-300])
     with pytest.raises(SourceError, match="truncated"):
         list(iter_warc(cut))
+
+
+def test_a_warc_source_is_read_while_its_candidates_are_consumed(warc_path: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(warc_path.read_bytes()[:-200])  # the last record cut short
+    feed = FIXTURES / "rss2.xml"
+    specs = source_specs([str(feed)], None, None, None, [str(cut)], Settings(), use_defaults=False)
+    discovery = discover_sources(specs, Settings(raw_dir=tmp_path / "raw"), tmp_path / "news.duckdb")
+    assert [s["last_status"] for s in discovery.states] == ["ok", "ok"]  # the WARC not read yet
+
+    candidates = discovery.candidates()
+    from_feed = [next(candidates) for _ in parse_feed(feed.read_bytes(), str(feed))]
+    assert {r.source_kind for r in from_feed} == {SourceKind.FEED}
+    assert discovery.states[1]["last_status"] == "ok"  # still not read to its end: nothing held
+    from_warc = list(candidates)
+    # The records before the damage are candidates; the source's state says what happened to it.
+    assert urls_of(from_warc) == list(HTML_PAGES)[:2]
+    assert discovery.states[1]["last_status"] == "error" and "truncated" in discovery.states[1]["last_error"]
 
 
 @pytest.mark.parametrize("body", [b"", b"<html>not a warc</html>", b"\x1f\x8b\x08\x00garbage"])
