@@ -38,6 +38,12 @@ def test_record_has_uri_date_headers_and_payload_digest(tmp_path: Path) -> None:
     assert payload == body
     back = read_raw(ref)
     assert (back.url, back.status, back.body) == ("https://news.example/a", 200, body)
+    with open(ref.path, "rb") as stream:  # warcio checks both digests and the length as it reads
+        checked = ArchiveIterator(stream, check_digests="raise")
+        record = next(iter(checked))
+        assert record.rec_headers.get_header("WARC-Block-Digest", "").startswith("sha1:")
+        checked.read_to_end(record)  # raises on a wrong digest; the whole record, no more, no less
+        assert record.digest_checker.passed is True and stream.tell() == ref.offset + ref.length
 
 
 def test_each_record_is_a_plain_gzip_member_any_reader_inflates(tmp_path: Path) -> None:
