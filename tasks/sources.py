@@ -720,9 +720,15 @@ class Discovery:
             try:
                 yield from iter_warc(found, source=spec.label)
             except SourceError as exc:
-                logger.warning("source %s failed: %s", spec.label, exc)
-                state["last_status"], state["last_error"] = "error", str(exc)
+                _record_failure(spec, state, exc)
         yield from self.retries
+
+
+def _record_failure(spec: SourceSpec, state: dict[str, Any], exc: Exception) -> None:
+    """A source that failed as a whole, during discovery or while its WARC is read: logged, and
+    its state says why (saved by the flow after the run's batches)."""
+    logger.warning("source %s failed: %s", spec.label, exc)
+    state["last_status"], state["last_error"] = "error", str(exc)
 
 
 def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str,
@@ -757,8 +763,8 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
             else:
                 found = list(discover(spec, _fetcher(spec, settings), problems=problems))
         except (SourceError, FetchError) as exc:
-            logger.warning("source %s failed: %s", spec.label, exc)
-            found, state["last_status"], state["last_error"] = [], "error", str(exc)
+            _record_failure(spec, state, exc)
+            found = []
         if problems:
             state["last_error"] = "; ".join(f"{p.source}: {p.message}" for p in problems[:5])
         parts.append((spec, state, found))
