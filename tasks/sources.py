@@ -496,11 +496,19 @@ def discover_urls(location: str, *, source: str | None = None) -> tuple[list[Art
     source = source or location
     if _is_http(location):
         return parse_url_lines(location, source)
-    try:
-        text = Path(location).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{location}: cannot read URL list: {exc}") from exc
-    return parse_url_lines(text, source, where=location)
+    problems: list[SourceProblem] = []
+    return _unique_records(_url_file_entries(location, problems), source, SourceKind.URLS), problems
+
+
+def iter_url_file(path: str, *, source: str | None = None,
+                  problems: list[SourceProblem] | None = None) -> Iterator[Article]:
+    """One record per valid line of a local URL list, read line by line: a list of millions of
+    URLs is never held (the run's batches consume it as it is read). Invalid lines are appended
+    to `problems`; a URL repeated in the list is left to `tasks.dedupe.unique_candidates`.
+    Raises SourceError, after the lines before it, if the file cannot be read."""
+    source = source or path
+    for url, hints in _url_file_entries(path, problems if problems is not None else []):
+        yield Article(url=url, source=source, source_kind=SourceKind.URLS, hints=hints)
 
 
 def urls_from_values(values: Iterable[str], source: str = "urls") -> tuple[list[Article], list[SourceProblem]]:
@@ -514,23 +522,45 @@ def parse_url_lines(text: str, source: str, *, where: str | None = None) -> tupl
     An invalid line is a `SourceProblem` named `where:line` (returned and logged), never
     silently dropped; it does not cost the valid lines, like a failing child sitemap.
     """
-    where = where or source
-    entries: list[tuple[str, Hints]] = []
     problems: list[SourceProblem] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        url = _TRAILING_COMMENT.sub("", line).strip()
-        if not url or url.startswith("#"):
-            continue
-        if _valid_url(url):
-            entries.append((url, Hints()))
-        else:
-            _problem(problems, f"{where}:{number}", f"not an http(s) URL: {url!r}")
+    entries = _url_entries(text.splitlines(), where or source, problems)
     return _unique_records(entries, source, SourceKind.URLS), problems
+
+
+def _url_file_entries(path: str, problems: list[SourceProblem]) -> Iterator[tuple[str, Hints]]:
+    try:
+        with open(path, "rb") as lines:  # bytes: a line that is not UTF-8 is that line's problem
+            yield from _url_entries(lines, path, problems)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read URL list: {exc}") from exc
+
+
+def _url_entries(lines: Iterable[str | bytes], where: str,
+                 problems: list[SourceProblem]) -> Iterator[tuple[str, Hints]]:
+    """The valid URLs of a URL list's lines; each invalid line is a problem named `where:line`."""
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                _problem(problems, f"{where}:{number}", f"not UTF-8: {line[:80]!r}")
+                continue
+        for part in line.splitlines():  # a file's lines end at "\n" only; "\r" (and the rest) too
+            url = _TRAILING_COMMENT.sub("", part).strip()
+            if not url or url.startswith("#"):
+                continue
+            if _valid_url(url):
+                yield url, Hints()
+            else:
+                _problem(problems, f"{where}:{number}", f"not an http(s) URL: {url!r}")
+
+
+_WHITESPACE = re.compile(r"\s")  # what str.isspace() calls whitespace, found in C, not char by char
 
 
 def _valid_url(url: str) -> bool:
     # courlan accepts a space inside a URL; a line with one is two words, not a URL.
-    return not any(c.isspace() for c in url) and _is_http(url) and validate_url(url)[0]
+    return _WHITESPACE.search(url) is None and _is_http(url) and validate_url(url)[0]
 
 
 # --- WARC files -----------------------------------------------------------------------------
@@ -690,14 +720,15 @@ def _download_name(url: str) -> str:
 class Discovery:
     """What a run's discovery found, source by source, and each source's new state.
 
-    Feeds, sitemaps and URL lists are read during discovery (their requests belong to it, and a
-    sitemap holds at most 50,000 URLs). A WARC file is only located, downloaded if remote: its
-    records are read by `candidates()` while the run consumes them, batch by batch, so an archive
-    of any size is never held in memory (a candidate takes ~1 KB; a CC-NEWS file holds ~150,000
-    pages), and extraction starts with its first batch rather than after the whole scan.
+    Feeds and sitemaps are read during discovery (their requests belong to it, and a sitemap holds
+    at most 50,000 URLs). A WARC file or a local URL list is only located (a remote WARC
+    downloaded, a list opened once to check it can be): its records are read by `candidates()`
+    while the run consumes them, batch by batch, so a source of any size is never held in memory
+    (a candidate takes ~1 KB; a CC-NEWS file holds ~150,000 pages, a URL list may hold millions),
+    and the first batch starts without waiting for the whole file.
     """
 
-    parts: list[tuple[SourceSpec, dict[str, Any], list[Article] | str]]  # a WARC part: its local path
+    parts: list[tuple[SourceSpec, dict[str, Any], list[Article] | str]]  # a file read lazily: its path
     retries: list[Article]
 
     @property
@@ -707,7 +738,8 @@ class Discovery:
     def candidates(self) -> Iterator[Article]:
         """Every candidate in source order, then the re-driven URLs, one record per URL (the first
         source to name it wins, see `tasks.dedupe.unique_candidates`). A WARC file found truncated
-        or corrupt while it is read keeps the records before the damage; its state gets the error."""
+        or corrupt while it is read keeps the records before the damage; its state gets the error.
+        A URL list's invalid lines are noted in its state once the list is read."""
         from tasks.dedupe import unique_candidates
 
         return unique_candidates(self._all())
@@ -717,10 +749,15 @@ class Discovery:
             if not isinstance(found, str):
                 yield from found
                 continue
+            problems: list[SourceProblem] = []
             try:
-                yield from iter_warc(found, source=spec.label)
+                if spec.kind is SourceKind.WARC:
+                    yield from iter_warc(found, source=spec.label)
+                else:
+                    yield from iter_url_file(found, source=spec.label, problems=problems)
             except SourceError as exc:
                 _record_failure(spec, state, exc)
+            _note_problems(state, problems)
         yield from self.retries
 
 
@@ -731,9 +768,16 @@ def _record_failure(spec: SourceSpec, state: dict[str, Any], exc: Exception) -> 
     state["last_status"], state["last_error"] = "error", str(exc)
 
 
+def _note_problems(state: dict[str, Any], problems: list[SourceProblem]) -> None:
+    """The parts of a source that failed while the rest was kept, in its state (the first five);
+    a source that failed as a whole keeps that error instead."""
+    if problems and state["last_status"] != "error":
+        state["last_error"] = "; ".join(f"{p.source}: {p.message}" for p in problems[:5])
+
+
 def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str,
                      retry_failed: bool = False) -> Discovery:
-    """Every source's candidates (a WARC's read lazily, see `Discovery`) and its new state.
+    """Every source's candidates (a WARC's and a URL list's read lazily, see `Discovery`) and its new state.
 
     Feeds are polled with a conditional GET (ETag / Last-Modified) and a hash of the body, since
     many feeds send validators that never change: an unchanged feed costs one request and no work.
@@ -758,6 +802,8 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
                 raise SourceError(f"{spec.location}: forgotten (newsflow forget), not requested")
             if spec.kind is SourceKind.WARC:
                 found = local_warc(spec, _streamer(settings), settings.raw_dir / "downloads")
+            elif spec.kind is SourceKind.URLS and not _is_http(spec.location):
+                found = _openable_url_list(spec.location)
             elif spec.kind is SourceKind.FEED and _is_http(spec.location):
                 found = _poll_feed(spec, settings, previous.get(spec.label, {}), state)
             else:
@@ -765,10 +811,18 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
         except (SourceError, FetchError) as exc:
             _record_failure(spec, state, exc)
             found = []
-        if problems:
-            state["last_error"] = "; ".join(f"{p.source}: {p.message}" for p in problems[:5])
+        _note_problems(state, problems)
         parts.append((spec, state, found))
     return Discovery(parts, retry_candidates(db, settings) if retry_failed else [])
+
+
+def _openable_url_list(path: str) -> str:
+    """`path`, once it opens: a missing or unreadable list fails during discovery, as a feed does."""
+    try:
+        with open(path, "rb"):
+            return path
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read URL list: {exc}") from exc
 
 
 def _fetcher(spec: SourceSpec, settings: Settings) -> Fetch:

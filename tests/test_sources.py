@@ -344,6 +344,40 @@ def test_missing_url_list_raises() -> None:
         discover_urls(str(FIXTURES / "no-such-file.txt"))
 
 
+def test_a_url_list_is_read_while_its_candidates_are_consumed(tmp_path: Path) -> None:
+    path = tmp_path / "urls.txt"
+    path.write_bytes(b"\xef\xbb\xbfhttps://a.example.com/1\nnot a url\n"
+                     b"https://a.example.com/caf\xe9\n"  # Latin-1, not UTF-8: that line's problem
+                     b"https://a.example.com/2\r\nhttps://a.example.com/1\n")
+    specs = source_specs(urls_file=str(path), use_defaults=False)
+    discovery = discover_sources(specs, Settings(), tmp_path / "news.duckdb")
+    [state] = discovery.states
+    assert state["last_status"] == "ok" and "last_error" not in state  # not read yet
+
+    candidates = discovery.candidates()
+    assert next(candidates).url == "https://a.example.com/1"
+    assert "last_error" not in state  # the bad lines are further on: still unread
+    assert urls_of(list(candidates)) == ["https://a.example.com/2"]  # the repeat is dropped
+    assert state["last_status"] == "ok"
+    assert state["last_error"] == (f"{path}:2: not an http(s) URL: 'not a url'; "
+                                   f"{path}:3: not UTF-8: b'https://a.example.com/caf\\xe9\\n'")
+
+
+def test_a_missing_url_list_fails_during_discovery(tmp_path: Path) -> None:
+    specs = source_specs(urls_file=str(tmp_path / "missing.txt"), use_defaults=False)
+    discovery = discover_sources(specs, Settings(), tmp_path / "news.duckdb")
+    [state] = discovery.states
+    assert state["last_status"] == "error" and "cannot read URL list" in state["last_error"]
+    assert list(discovery.candidates()) == []
+
+
+def test_a_url_list_file_ended_by_carriage_returns_is_split(tmp_path: Path) -> None:
+    path = tmp_path / "urls.txt"
+    path.write_bytes(b"https://a.example.com/1\rhttps://a.example.com/2\r# a comment\r")
+    records, problems = discover_urls(str(path))
+    assert urls_of(records) == ["https://a.example.com/1", "https://a.example.com/2"] and problems == []
+
+
 # --- WARC -----------------------------------------------------------------------------------
 
 HTML_PAGES = {
