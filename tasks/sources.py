@@ -777,7 +777,8 @@ def _note_problems(state: dict[str, Any], problems: list[SourceProblem]) -> None
 
 def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str,
                      retry_failed: bool = False) -> Discovery:
-    """Every source's candidates (a WARC's and a URL list's read lazily, see `Discovery`) and its new state.
+    """Every source's candidates (a WARC's and a URL list's read lazily, see `Discovery`) and its
+    new state.
 
     Feeds are polled with a conditional GET (ETag / Last-Modified) and a hash of the body, since
     many feeds send validators that never change: an unchanged feed costs one request and no work.
@@ -817,7 +818,7 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
 
 
 def _openable_url_list(path: str) -> str:
-    """`path`, once it opens: a missing or unreadable list fails during discovery, as a feed does."""
+    """`path`, once it opens: a missing or unreadable list fails in discovery, as a feed does."""
     try:
         with open(path, "rb"):
             return path
