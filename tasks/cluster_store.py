@@ -242,50 +242,28 @@ def _cluster_members(con: duckdb.DuckDBPyConnection, ids: set[str]) -> list[tupl
     """).fetchall()
 
 
-@dataclass(frozen=True, slots=True)
-class NearDuplicates:
-    """A batch's newly indexed articles and the verified near-duplicate pairs they are in."""
-
-    new_ids: tuple[str, ...] = ()
-    pairs: tuple[tuple[str, str], ...] = ()
-
-
 def add_signatures(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]) -> int:
-    """Index a batch's signatures and re-cluster every cluster they touch (`find_near_duplicates`,
-    then `join_clusters`). Returns how many articles' cluster_id changed (a new article going from
-    its own id to a cluster's counts)."""
-    return join_clusters(con, find_near_duplicates(con, rows))
+    """Index a batch's signatures and re-cluster every cluster they touch.
 
-
-def find_near_duplicates(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]) -> NearDuplicates:
-    """Index a batch's signatures and find the pairs they form with stored and with each other.
-
-    Candidates come from one band-key join (new vs stored and new vs new) and are verified on
-    their signatures. Rows without a signature, or already indexed, are skipped. This is the
-    step that scans the whole index; `join_clusters` then touches only the clusters found.
+    Candidates come from one band-key join (new vs stored and new vs new), are verified on
+    their signatures, and are unioned with the existing clusters of the stored side. Rows
+    without a signature, or already indexed, are skipped. Returns how many articles'
+    cluster_id changed (a new article going from its own id to a cluster's counts).
     """
     new = _unstored(con, rows)
     if not new:
-        return NearDuplicates()
+        return 0
     keys = insert_signatures(con, [r.article_id for r in new], [r.published_at for r in new],
                              [r.fetched_at for r in new], np.stack([r.signature for r in new]))
     # keys are consecutive: a pair across two chunks is looked up by the earlier chunk only
     pairs = [pair for lo in range(0, len(keys), CANDIDATE_KEYS)
              for pair in _verified(con, _new_candidates(con, keys[lo:lo + CANDIDATE_KEYS], int(keys[0])))]
-    return NearDuplicates(tuple(r.article_id for r in new), tuple(pairs))
-
-
-def join_clusters(con: duckdb.DuckDBPyConnection, found: NearDuplicates) -> int:
-    """Union the pairs with the existing clusters of their stored side and write the cluster ids
-    (the new articles must be in `articles` by now). Returns how many cluster_ids changed."""
-    if not found.new_ids:
-        return 0
     uf = _UnionFind()
-    for article in found.new_ids:
-        uf.find(article)
-    for a, b in found.pairs:
+    for r in new:
+        uf.find(r.article_id)
+    for a, b in pairs:
         uf.union(a, b)
-    old = {x for p in found.pairs for x in p} - set(found.new_ids)
+    old = {x for p in pairs for x in p} - {r.article_id for r in new}
     for member, cluster in _cluster_members(con, old) if old else []:
         uf.union(member, cluster)
     return _write_cluster_ids(con, _earliest(con, uf.groups()))

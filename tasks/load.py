@@ -28,8 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tasks.cluster_store import (CLUSTER_SCHEMA, NearDuplicates, SignedArticle, find_near_duplicates, insert_signatures,
-                                 join_clusters, rebuild_clusters)
+from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures, insert_signatures, rebuild_clusters
 from tasks.boilerplate import MAX_WORDS, MIN_ARTICLES, MIN_SHARE, line_key, tokens
 from tasks.dedupe import Forgotten, KnownKeys, mark_duplicates, skip_forgotten, url_variants
 from tasks.normalise import canonical_url, clean_domains, domain_of
@@ -215,35 +214,6 @@ def writer_memory_limit(settings: Settings, records: int | None = None) -> str:
     batch of `records` (by default `batch_size`) needs it (see BATCH_RECORD_BYTES)."""
     base = size_in_bytes(settings.duckdb_memory_limit)
     return f"{max(base, (records or settings.batch_size) * BATCH_RECORD_BYTES)}B"
-
-
-# Each load looks its new articles up in the near-duplicate index, a scan of every stored band key
-# and of the candidates' signatures (~47 MB at 49,470 articles), and DuckDB keeps what it read up
-# to its cap: the loading process was ~40 MB bigger at 50,000 articles than at 5,000 for that alone.
-# So the lookups run under a smaller cap, `duckdb_lookup_memory_limit` plus this much for each
-# record (its signature and band rows, ~1.2 KB, held by the transaction), and run before the
-# batch's articles are inserted, so that those rows do not share it: an out-of-memory error would
-# abort the whole load. Measured on the 49,470-article database (bench/README.md): DuckDB held 43
-# MB after the lookups at 64MB, 17 MB at 24MB, for ~40 ms more CPU a batch (evicted blocks read back).
-LOOKUP_RECORD_BYTES = 4 * 1024
-
-
-def lookup_memory_limit(settings: Settings, records: int) -> str:
-    """DuckDB's memory_limit while a load of `records` new articles looks up near-duplicates (never
-    above the writers')."""
-    lookup = size_in_bytes(settings.duckdb_lookup_memory_limit) + records * LOOKUP_RECORD_BYTES
-    return f"{min(lookup, size_in_bytes(writer_memory_limit(settings, records)))}B"
-
-
-@contextmanager
-def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str, restore: str) -> Iterator[None]:
-    """DuckDB's memory_limit at `limit` for the block, then `restore` (it is the database's, not the
-    connection's, setting)."""
-    con.execute("SET memory_limit = ?", [limit])
-    try:
-        yield
-    finally:
-        con.execute("SET memory_limit = ?", [restore])
 
 
 def _open(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
@@ -520,9 +490,8 @@ def load_batch(db: Path | str, run_id: str, records: Sequence[Article],
         final = [_settle(r) for r in mark_duplicates(records, known)]
         new = [r for r in final if r.state is State.LOADED]
         if new:
-            near = _near_duplicates(con, new)  # before the inserts: see LOOKUP_RECORD_BYTES
             _insert_articles(con, run_id, new)
-            join_clusters(con, near)
+            _cluster(con, new)
         _insert_aliases(con, final, now)
         _insert_fetches(con, run_id, final, now)
         if partition is not None:
@@ -608,14 +577,10 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
     )
 
 
-def _near_duplicates(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> NearDuplicates:
-    """Sign the new articles and find the stored texts they nearly repeat, under DuckDB's lookup
-    cap (`lookup_memory_limit`)."""
-    signed = [SignedArticle(r.article_id, r.published_at, r.fetched_at, _signature(r))  # type: ignore[arg-type]
-              for r in records]
-    settings = Settings()
-    with _memory_limit(con, lookup_memory_limit(settings, len(records)), writer_memory_limit(settings)):
-        return find_near_duplicates(con, signed)
+def _cluster(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
+    """Sign the new articles and join them to the clusters of the stored texts they nearly repeat."""
+    return add_signatures(con, [SignedArticle(r.article_id, r.published_at, r.fetched_at, _signature(r))  # type: ignore[arg-type]
+                                for r in records])
 
 
 def _signature(record: Article) -> np.ndarray | None:
@@ -1138,9 +1103,11 @@ def refresh_search(db: Path | str) -> int:
             if built == (indexed, fingerprint) and waiting <= settings.search_unindexed_max:
                 return int(indexed + waiting)
         load_fts(con)
-        # its own cap, or the build would take all the memory it can: it spills instead
-        with _memory_limit(con, settings.duckdb_search_memory_limit, writer_memory_limit(settings)):
+        con.execute("SET memory_limit = ?", [settings.duckdb_search_memory_limit])  # it spills instead
+        try:
             con.execute(CREATE_INDEX)
+        finally:
+            con.execute("SET memory_limit = ?", [writer_memory_limit(settings)])
         indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
         con.execute("DELETE FROM search_index_state")
         con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [indexed, fingerprint])

@@ -95,16 +95,12 @@ class Settings(BaseSettings):
     # ... and while it builds the search index, which would otherwise take all of it (at 49,425
     # articles: +550 MB of RSS with 512MB, +216 MB with 128MB, in the same 19 s)
     duckdb_search_memory_limit: str = "128MB"
-    # ... and while a load looks up near-duplicates, plus 4 KB a record (`tasks.load.lookup_memory_limit`):
-    # the lookups scan the whole index, and DuckDB would keep what they read up to the writers' cap.
-    # 16MB measured enough at 49,470 articles, 8MB not.
-    duckdb_lookup_memory_limit: str = "24MB"
     # Articles loaded since the search index was built that a search scores on the fly (the newest
     # 4,940 of 100,000: a search took 1.3 s instead of 0.23 s here); past this, the next run
     # rebuilds the index over the whole archive (37 s at 100,000). 0: rebuilt at every run that loads.
     search_unindexed_max: int = Field(default=5000, ge=0)
 
-    @field_validator("duckdb_memory_limit", "duckdb_search_memory_limit", "duckdb_lookup_memory_limit")
+    @field_validator("duckdb_memory_limit", "duckdb_search_memory_limit")
     @classmethod
     def _memory_size(cls, value: str) -> str:
         # Checked here, with the setting's name, rather than when a run first opens the database

@@ -318,47 +318,7 @@ def test_writers_run_under_the_memory_limit_and_queries_under_duckdbs_default(
         assert load.query(fresh_db, "SELECT current_setting('memory_limit')")[1] == [(limited,)]
 
 
-def test_near_duplicates_are_looked_up_under_their_own_limit_before_the_articles_go_in(
-        fresh_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "96MB")
-    monkeypatch.setenv("NEWSFLOW_DUCKDB_LOOKUP_MEMORY_LIMIT", "20MB")
-    probe = duckdb.connect()
-
-    def rendered(limit: str) -> str:
-        probe.execute(f"SET memory_limit = '{limit}'")
-        return probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-
-    seen: list[tuple[str, int]] = []
-    real_find = load.find_near_duplicates
-
-    def find(con: duckdb.DuckDBPyConnection, rows: list) -> object:
-        seen.append((con.execute("SELECT current_setting('memory_limit')").fetchone()[0],
-                     con.execute("SELECT count(*) FROM articles").fetchone()[0]))
-        return real_find(con, rows)
-
-    monkeypatch.setattr(load, "find_near_duplicates", find)
-    load.ensure_schema(fresh_db)
-    first = article("https://first.example/wire", text=WIRE, domain="first.example")
-    copy = article("https://second.example/copy", text=WIRE + " Officials declined to comment.",
-                   domain="second.example")
-    with load.held(fresh_db):  # as in a flow run: the same open database before and after
-        load.load_batch(fresh_db, "run-1", [first, copy])
-        assert load.query(fresh_db, "SELECT current_setting('memory_limit')")[1] == [(rendered("96MB"),)]
-    # 20MB plus the allowance for two records' signature rows; no article of the batch in yet
-    assert seen == [(rendered(f"{20_000_000 + 2 * load.LOOKUP_RECORD_BYTES}B"), 0)]
-    clusters = dict(load.query(fresh_db, "SELECT article_id, cluster_id FROM articles")[1])
-    assert set(clusters) == {first.article_id, copy.article_id} and len(set(clusters.values())) == 1
-
-
-def test_the_lookup_limit_never_exceeds_the_writers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.settings import Settings
-
-    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "16MB")
-    monkeypatch.setenv("NEWSFLOW_DUCKDB_LOOKUP_MEMORY_LIMIT", "24MB")
-    assert load.lookup_memory_limit(Settings(), 100) == "16000000B"
-
-
-@pytest.mark.parametrize("name", ["duckdb_memory_limit", "duckdb_search_memory_limit", "duckdb_lookup_memory_limit"])
+@pytest.mark.parametrize("name", ["duckdb_memory_limit", "duckdb_search_memory_limit"])
 def test_memory_limits_are_checked_when_settings_are_read(name: str, monkeypatch: pytest.MonkeyPatch):
     from pydantic import ValidationError
 
