@@ -124,6 +124,9 @@ class TreeSampler:
         # seconds so far of the root and of the workers): is the memory flat, climbing with the
         # pages read, or a spike at the end (index builds)? When are the workers busy?
         self.timeline: list[tuple[float, int, int, int, float, float]] = []
+        # The sample of the peak PSS, whole: the timeline keeps one sample a second, and a peak
+        # between two of them (a checkpoint, a batch's Arrow tables) would otherwise go unplaced.
+        self.peak_sample: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -151,8 +154,11 @@ class TreeSampler:
                     workers, workers_cpu = workers + got[0], workers_cpu + got[2]
                 self.peak_single = max(self.peak_single, got[1])
                 self.cpu[pid] = (got[2], got[3])
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             elapsed = time.monotonic() - self._started
+            if pss > self.peak_pss:
+                mb = 1024 * 1024
+                self.peak_sample = (round(elapsed, 1), pss // mb, root // mb, workers // mb)
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             if not self.timeline or elapsed - self.timeline[-1][0] >= TIMELINE_STEP:
                 mb = 1024 * 1024
                 self.timeline.append((round(elapsed, 1), pss // mb, root // mb, workers // mb,
@@ -166,6 +172,8 @@ class TreeSampler:
             cpu[kind] = round(cpu.get(kind, 0.0) + seconds, 2)
         mb = 1024 * 1024
         return {"peak_pss_mb": round(self.peak_pss / mb), "peak_rss_mb": round(self.peak_rss / mb),
+                # (seconds since start, PSS MB of the tree, of the root process, of its workers)
+                "peak_sample": list(self.peak_sample),
                 "peak_single_rss_mb": round(self.peak_single / mb), "cpu_s": cpu,
                 # each process apart: the forkserver (imports once) against the workers it forks
                 "cpu_s_by_process": sorted(((("parent" if pid == self.pid else classify(cmd)), pid, round(seconds, 2))
@@ -697,7 +705,7 @@ def _json_line(log: Path) -> dict[str, Any]:
 
 
 def _mem(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("peak_pss_mb", "peak_rss_mb", "peak_single_rss_mb", "cpu_s", "wall_s")}
+    return {k: m[k] for k in ("peak_pss_mb", "peak_rss_mb", "peak_sample", "peak_single_rss_mb", "cpu_s", "wall_s")}
 
 
 def _say(key: str, value: dict[str, Any]) -> None:
