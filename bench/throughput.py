@@ -155,14 +155,13 @@ class TreeSampler:
                 self.peak_single = max(self.peak_single, got[1])
                 self.cpu[pid] = (got[2], got[3])
             elapsed = time.monotonic() - self._started
+            mb = 1024 * 1024
+            point = (round(elapsed, 1), pss // mb, root // mb, workers // mb)
             if pss > self.peak_pss:
-                mb = 1024 * 1024
-                self.peak_sample = (round(elapsed, 1), pss // mb, root // mb, workers // mb)
+                self.peak_sample = point
             self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             if not self.timeline or elapsed - self.timeline[-1][0] >= TIMELINE_STEP:
-                mb = 1024 * 1024
-                self.timeline.append((round(elapsed, 1), pss // mb, root // mb, workers // mb,
-                                      round(root_cpu, 1), round(workers_cpu, 1)))
+                self.timeline.append((*point, round(root_cpu, 1), round(workers_cpu, 1)))
             self._stop.wait(self.every)
 
     def report(self) -> dict[str, Any]:
