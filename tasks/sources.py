@@ -722,7 +722,7 @@ class Discovery:
 
     Feeds and sitemaps are read during discovery (their requests belong to it, and a sitemap holds
     at most 50,000 URLs). A WARC file or a local URL list is only located (a remote WARC
-    downloaded, a list opened once to check it can be): its records are read by `candidates()`
+    downloaded, a local file opened once to check it can be): its records are read by `candidates()`
     while the run consumes them, batch by batch, so a source of any size is never held in memory
     (a candidate takes ~1 KB; a CC-NEWS file holds ~150,000 pages, a URL list may hold millions),
     and the first batch starts without waiting for the whole file.
@@ -802,9 +802,9 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
                 # `newsflow forget` took this URL or its domain out: not even its feed is requested
                 raise SourceError(f"{spec.location}: forgotten (newsflow forget), not requested")
             if spec.kind is SourceKind.WARC:
-                found = local_warc(spec, _streamer(settings), settings.raw_dir / "downloads")
+                found = _openable(local_warc(spec, _streamer(settings), settings.raw_dir / "downloads"), "WARC")
             elif spec.kind is SourceKind.URLS and not _is_http(spec.location):
-                found = _openable_url_list(spec.location)
+                found = _openable(spec.location, "URL list")
             elif spec.kind is SourceKind.FEED and _is_http(spec.location):
                 found = _poll_feed(spec, settings, previous.get(spec.label, {}), state)
             else:
@@ -817,13 +817,14 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
     return Discovery(parts, retry_candidates(db, settings) if retry_failed else [])
 
 
-def _openable_url_list(path: str) -> str:
-    """`path`, once it opens: a missing or unreadable list fails in discovery, as a feed does."""
+def _openable(path: str, what: str) -> str:
+    """`path`, once it opens: a missing or unreadable file (a WARC, a URL list) fails in
+    discovery, as a feed does, with the message its reader would give."""
     try:
         with open(path, "rb"):
             return path
     except OSError as exc:
-        raise SourceError(f"{path}: cannot read URL list: {exc}") from exc
+        raise SourceError(f"{path}: cannot read {what}: {exc}") from exc
 
 
 def _fetcher(spec: SourceSpec, settings: Settings) -> Fetch:

@@ -363,11 +363,14 @@ def test_a_url_list_is_read_while_its_candidates_are_consumed(tmp_path: Path) ->
                                    f"{path}:3: not UTF-8: b'https://a.example.com/caf\\xe9\\n'")
 
 
-def test_a_missing_url_list_fails_during_discovery(tmp_path: Path) -> None:
-    specs = source_specs(urls_file=str(tmp_path / "missing.txt"), use_defaults=False)
-    discovery = discover_sources(specs, Settings(), tmp_path / "news.duckdb")
-    [state] = discovery.states
-    assert state["last_status"] == "error" and "cannot read URL list" in state["last_error"]
+@pytest.mark.parametrize(("given", "message"), [({"urls_file": "missing.txt"}, "cannot read URL list"),
+                                               ({"warcs": ["missing.warc.gz"]}, "cannot read WARC")])
+def test_a_missing_local_file_fails_during_discovery(tmp_path: Path, given: dict, message: str) -> None:
+    # in tmp_path, so that no file of that name in the working directory is found
+    given = {k: [str(tmp_path / p) for p in v] if isinstance(v, list) else str(tmp_path / v) for k, v in given.items()}
+    discovery = discover_sources(source_specs(**given, use_defaults=False), Settings(), tmp_path / "news.duckdb")
+    [state] = discovery.states  # failed before any candidate is asked for
+    assert state["last_status"] == "error" and message in state["last_error"]
     assert list(discovery.candidates()) == []
 
 
