@@ -18,6 +18,7 @@ came while the batch was being fetched.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -74,18 +75,27 @@ def url_variants(record: Article) -> list[str]:
 def unique_candidates(records: Iterable[Article]) -> Iterator[Article]:
     """Discovered records with one record per exact URL (the first source to name it wins), and
     later variants of an earlier URL (tracking parameters, case, fragment) marked duplicates
-    before they cost a request. Streams: only the URLs seen are kept, not the records."""
-    exact: set[str] = set()
-    canonical: set[str] = set()
+    before they cost a request. Streams: only the URLs seen are kept, not the records, and those
+    as digests (see `_seen_key`)."""
+    exact: set[bytes] = set()
+    canonical: set[bytes] = set()
     for record in records:
-        if record.url in exact:
+        if (key := _seen_key(record.url)) in exact:
             continue
-        exact.add(record.url)
-        variants = url_variants(record)
+        exact.add(key)
+        # where the URL is its own canonical form, both sets share one digest object
+        variants = [key if v == record.url else _seen_key(v) for v in url_variants(record)]
         if not record.done and any(v in canonical for v in variants):
             record = record.finish(State.DUPLICATE, "in-run")
         canonical.update(variants)
         yield record
+
+
+def _seen_key(url: str) -> bytes:
+    """A URL's 16-byte BLAKE2b digest: what a run keeps of each URL it has seen. The two sets of
+    URLs themselves took ~350 B a URL (a list of 200,000 held 65 MB by the end of its run; a URL
+    list may hold millions), the digests 140-200 B; at 128 bits no two URLs share one by accident."""
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def skip_known_urls(records: Iterable[Article], known_urls: Mapping[str, str]) -> list[Article]:

@@ -30,6 +30,18 @@ def test_unique_candidates_drops_exact_repeats_and_marks_tracking_variants():
     assert records[1].reason == "in-run"
 
 
+def test_unique_candidates_marks_the_canonical_form_after_its_variant_and_takes_any_string():
+    records = list(unique_candidates([
+        candidate("https://news.example/a?utm_source=rss"),
+        candidate("https://news.example/a"),  # not an exact repeat: a recorded duplicate, not dropped
+        candidate("https://news.example/a"),  # an exact repeat: dropped
+        candidate("https://news.example/\udcff"),  # a lone surrogate (bytes decoded with surrogateescape)
+    ]))
+    assert [(r.url, r.state) for r in records] == [
+        ("https://news.example/a?utm_source=rss", None), ("https://news.example/a", State.DUPLICATE),
+        ("https://news.example/\udcff", None)]
+
+
 def test_skip_known_urls_uses_canonical_forms():
     known = {canonical_url("https://news.example/a"): "id-a"}
     records = skip_known_urls([candidate("https://NEWS.example/a#comments"), candidate("https://news.example/c")],
