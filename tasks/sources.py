@@ -587,12 +587,8 @@ def iter_warc(path: str | Path, *, source: str | None = None) -> Iterator[Articl
     """
     path = str(path)
     source = source or path
-    try:
-        size = os.path.getsize(path)
-        stream = open(path, "rb")  # noqa: SIM115 (closed below, the generator may stop early)
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read WARC: {exc}") from exc
-    with stream:
+    with _open_local(path, "WARC") as stream:
+        size = os.fstat(stream.fileno()).st_size
         iterator = ArchiveIterator(stream)
         iterator.reader.DECOMPRESSORS = {**iterator.reader.DECOMPRESSORS, **_ISAL_DECOMPRESSORS}
         iterator.reader.set_decomp("gzip")  # nothing read yet: the first member's inflater is ISA-L's
@@ -819,10 +815,15 @@ def discover_sources(specs: list[SourceSpec], settings: Settings, db: Path | str
 
 def _openable(path: str, what: str) -> str:
     """`path`, once it opens: a missing or unreadable file (a WARC, a URL list) fails in
-    discovery, as a feed does, with the message its reader would give."""
+    discovery, as a feed does, with the message its reader gives."""
+    with _open_local(path, what):
+        return path
+
+
+def _open_local(path: str, what: str) -> BinaryIO:
+    """A local source file opened for reading; one that cannot be opened is a SourceError."""
     try:
-        with open(path, "rb"):
-            return path
+        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read {what}: {exc}") from exc
 
