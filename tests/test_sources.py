@@ -363,12 +363,11 @@ def test_a_url_list_is_read_while_its_candidates_are_consumed(tmp_path: Path) ->
                                    f"{path}:3: not UTF-8: b'https://a.example.com/caf\\xe9\\n'")
 
 
-@pytest.mark.parametrize(("given", "message"), [({"urls_file": "missing.txt"}, "cannot read URL list"),
-                                               ({"warcs": ["missing.warc.gz"]}, "cannot read WARC")])
-def test_a_missing_local_file_fails_during_discovery(tmp_path: Path, given: dict, message: str) -> None:
-    # in tmp_path, so that no file of that name in the working directory is found
-    given = {k: [str(tmp_path / p) for p in v] if isinstance(v, list) else str(tmp_path / v) for k, v in given.items()}
-    discovery = discover_sources(source_specs(**given, use_defaults=False), Settings(), tmp_path / "news.duckdb")
+@pytest.mark.parametrize(("given", "message"), [(lambda path: {"urls_file": path}, "cannot read URL list"),
+                                               (lambda path: {"warcs": [path]}, "cannot read WARC")])
+def test_a_missing_local_file_fails_during_discovery(tmp_path: Path, given: Callable, message: str) -> None:
+    missing = str(tmp_path / "missing")
+    discovery = discover_sources(source_specs(**given(missing), use_defaults=False), Settings(), tmp_path / "news.duckdb")
     [state] = discovery.states  # failed before any candidate is asked for
     assert state["last_status"] == "error" and message in state["last_error"]
     assert list(discovery.candidates()) == []
