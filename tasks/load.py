@@ -390,20 +390,40 @@ _WRITES = threading.RLock()
 
 
 @contextmanager
-def transaction(db: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction on a fresh connection: committed on success, rolled back on error."""
+def transaction(db: Path | str, records: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One write transaction on a fresh connection: committed on success, rolled back on error.
+
+    A transaction that will hold more `records` than a batch (`batch_size`) gets the memory its
+    new rows need until it ends (`writer_memory_limit`): a connection's limit is set for batches
+    when it opens, and 50,000 records in one load ran out of memory under it."""
     with _WRITES:
         with connect(db) as con:
-            con.execute("BEGIN TRANSACTION")
+            usual = _raise_memory_limit(con, records)
             try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")  # the new rows leave memory here: only then lower the limit
+            finally:
+                if usual is not None:
+                    with suppress(duckdb.Error):  # an invalidated database reopens with the usual limit
+                        con.execute("SET memory_limit = ?", [usual])
         keeper = _keeper(db)
         if keeper is not None:
             keeper.wrote()
+
+
+def _raise_memory_limit(con: duckdb.DuckDBPyConnection, records: int | None) -> str | None:
+    """Raise the limit for a transaction of `records` larger than a batch; the limit to restore."""
+    settings = Settings()
+    usual, needed = writer_memory_limit(settings), writer_memory_limit(settings, records)
+    if records is None or size_in_bytes(needed) <= size_in_bytes(usual):
+        return None
+    con.execute("SET memory_limit = ?", [needed])
+    return usual
 
 
 def ensure_schema(db: Path | str) -> None:
@@ -479,7 +499,7 @@ def load_batch(db: Path | str, run_id: str, records: Sequence[Article],
     With `partition` (a `partitions` row), the batch is a backfill partition's last and the
     partition is recorded as finished in the same transaction."""
     now = datetime.now(UTC)
-    with transaction(db) as con:
+    with transaction(db, len(records)) as con:
         # a `newsflow forget` that came while this batch was fetched still holds
         records = skip_forgotten(records, _forgotten(con))
         pending = [r for r in records if not r.done and r.article_id]
@@ -703,7 +723,7 @@ def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],
     rows changed. With `partition`, it is recorded as finished in the same transaction.
     """
     fresh = [r for r in records if r.extracted is not None and r.article_id and not r.done]
-    with transaction(db) as con:
+    with transaction(db, len(fresh)) as con:
         changed = _update_articles(con, fresh) if fresh else 0
         if partition is not None:
             _upsert_partition(con, {**partition, "changed": (partition.get("changed") or 0) + changed},

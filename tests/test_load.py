@@ -425,3 +425,26 @@ def test_a_writers_memory_limit_grows_with_the_batch_it_must_hold(
         final = load.load_batch(fresh_db, "run-1", batch)
     assert {r.state for r in final} == {State.LOADED}
     assert len(table_rows(fresh_db, "articles")) == 2000
+
+
+def test_a_load_larger_than_a_batch_gets_the_memory_its_rows_need_then_the_usual_limit(
+        fresh_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "16MB")
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "100")
+    # The held database opens with the limit for batches of 100 (16MB). One load of 2,000 long
+    # texts (a bulk load, larger than a batch) ran out of memory under it.
+    batch = [article(f"https://news.example/{i}", text=f"Story{i} " + "x" * 20_000).replace(content_hash=f"h{i}")
+             for i in range(2000)]
+
+    def limit() -> str:
+        with load.connect(fresh_db) as con:
+            return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    with load.held(fresh_db):
+        load.ensure_schema(fresh_db)
+        usual = limit()
+        final = load.load_batch(fresh_db, "run-1", batch)
+        after = limit()
+    assert {r.state for r in final} == {State.LOADED}
+    assert len(table_rows(fresh_db, "articles")) == 2000
+    assert after == usual  # the held database's later batches run under the usual limit again
