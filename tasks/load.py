@@ -392,38 +392,38 @@ _WRITES = threading.RLock()
 @contextmanager
 def transaction(db: Path | str, records: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """One write transaction on a fresh connection: committed on success, rolled back on error.
-
-    A transaction that will hold more `records` than a batch (`batch_size`) gets the memory its
-    new rows need until it ends (`writer_memory_limit`): a connection's limit is set for batches
-    when it opens, and 50,000 records in one load ran out of memory under it."""
+    `records`: how many it will hold, where that may be more than a batch (`_memory_for`)."""
     with _WRITES:
-        with connect(db) as con:
-            usual = _raise_memory_limit(con, records)
+        with connect(db) as con, _memory_for(con, records):
+            con.execute("BEGIN TRANSACTION")
             try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")  # the new rows leave memory here: only then lower the limit
-            finally:
-                if usual is not None:
-                    with suppress(duckdb.Error):  # an invalidated database reopens with the usual limit
-                        con.execute("SET memory_limit = ?", [usual])
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
         keeper = _keeper(db)
         if keeper is not None:
             keeper.wrote()
 
 
-def _raise_memory_limit(con: duckdb.DuckDBPyConnection, records: int | None) -> str | None:
-    """Raise the limit for a transaction of `records` larger than a batch; the limit to restore."""
+@contextmanager
+def _memory_for(con: duckdb.DuckDBPyConnection, records: int | None) -> Iterator[None]:
+    """For a block holding more `records` than a batch: DuckDB's limit raised to what its new rows
+    need (`writer_memory_limit`), then set back. A connection's limit is set for batches when it
+    opens, and 50,000 records in one load ran out of memory under it; the rows leave memory only
+    when the transaction ends, so the limit goes back after that, not before."""
     settings = Settings()
     usual, needed = writer_memory_limit(settings), writer_memory_limit(settings, records)
-    if records is None or size_in_bytes(needed) <= size_in_bytes(usual):
-        return None
+    if size_in_bytes(needed) <= size_in_bytes(usual):
+        yield
+        return
     con.execute("SET memory_limit = ?", [needed])
-    return usual
+    try:
+        yield
+    finally:
+        with suppress(duckdb.Error):  # an invalidated database reopens with the usual limit
+            con.execute("SET memory_limit = ?", [usual])
 
 
 def ensure_schema(db: Path | str) -> None:
