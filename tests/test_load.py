@@ -406,6 +406,13 @@ def test_a_run_goes_on_after_duckdb_invalidates_its_held_database(fresh_db: Path
     assert len(table_rows(fresh_db, "runs")) == 20001
 
 
+def _long_texts(n: int) -> list[Article]:
+    """`n` articles of 20 KB each, one word (not signed, to keep the tests quick): what fills a
+    writer's memory while its transaction holds them."""
+    return [article(f"https://news.example/{i}", text=f"Story{i} " + "x" * 20_000).replace(content_hash=f"h{i}")
+            for i in range(n)]
+
+
 def test_a_writers_memory_limit_grows_with_the_batch_it_must_hold(
         fresh_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.settings import Settings
@@ -416,10 +423,8 @@ def test_a_writers_memory_limit_grows_with_the_batch_it_must_hold(
     monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "2000")
     assert load.writer_memory_limit(Settings()) == f"{2000 * load.BATCH_RECORD_BYTES}B"
     # A transaction's new rows stay in memory until it commits: under 16MB these 2,000 long texts
-    # (20 KB each, one word: not signed, to keep the test quick) ran out ("failed to pin block");
-    # under the limit that grows with the batch, they load.
-    batch = [article(f"https://news.example/{i}", text=f"Story{i} " + "x" * 20_000).replace(content_hash=f"h{i}")
-             for i in range(2000)]
+    # ran out ("failed to pin block"); under the limit that grows with the batch, they load.
+    batch = _long_texts(2000)
     with load.held(fresh_db):
         load.ensure_schema(fresh_db)
         final = load.load_batch(fresh_db, "run-1", batch)
@@ -433,8 +438,7 @@ def test_a_load_larger_than_a_batch_gets_the_memory_its_rows_need_then_the_usual
     monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "100")
     # The held database opens with the limit for batches of 100 (16MB). One load of 2,000 long
     # texts (a bulk load, larger than a batch) ran out of memory under it.
-    batch = [article(f"https://news.example/{i}", text=f"Story{i} " + "x" * 20_000).replace(content_hash=f"h{i}")
-             for i in range(2000)]
+    batch = _long_texts(2000)
 
     def limit() -> str:
         with load.connect(fresh_db) as con:
