@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="newsflow: news ingestion into DuckDB (feeds, sitemaps, URL lists, WARC archives).")
@@ -162,9 +162,11 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: OutputForm
 
 
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
-    """Rows as a table; where the table is wider than the terminal, one block per row (column,
-    value), as psql's expanded display does, rather than every column squeezed to "so…". By
-    hand because rich only squeezes or folds columns; it has no such mode."""
+    """Rows as a table; where the table is wider than the terminal, one block per row of
+    "column  value" lines, as psql's expanded display does, rather than every column squeezed to
+    "so…". Each value is written whole on its line and left to the terminal to wrap: a URL folded
+    into a cell came out of a copy with line breaks and padding in it. By hand because rich only
+    squeezes, crops or folds a table's columns; it has no such mode."""
     console = Console()
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     table = Table(*columns, title=title)
@@ -174,13 +176,14 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | N
     if not rows or natural <= console.width:
         console.print(table)
         return
+    width = max(map(len, columns))
+    indent = "\n" + " " * (width + 2)  # a value's later lines start under its first
     for number, row in enumerate(cells, 1):
-        block = Table(show_header=False, box=box.SIMPLE, title=f"{title or 'row'} {number} of {len(cells)}")
-        block.add_column(style="bold", no_wrap=True)
-        block.add_column(overflow="fold")
+        console.print(f"-[ {title or 'row'} {number} of {len(cells)} ]-", style="bold", highlight=False)
         for column, value in zip(columns, row, strict=True):
-            block.add_row(column, value)
-        console.print(block)
+            line = Text(column.ljust(width), style="bold").append("  " + value.replace("\n", indent))
+            console.print(line, soft_wrap=True)  # soft_wrap: neither folded nor cropped
+        console.print()
 
 
 SinceOption = Annotated[datetime | None, typer.Option(

@@ -58,13 +58,23 @@ def test_a_table_wider_than_the_terminal_is_shown_a_row_at_a_time(sample_db: Pat
     result = runner.invoke(app, ["stats", "--db", str(sample_db)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     health, daily = result.output.split("daily_articles")
+    lines = health.splitlines()
     for column in ("source", "last_success", "success_rate", "empty_text_rate", "paywalled_rate", "last_status"):
-        assert f" {column} " in health, column
+        assert any(line.startswith(f"{column} ") for line in lines), column
     assert "…" not in health and "source_health 1 of 1" in health
     assert all(len(line) <= 80 for line in result.output.splitlines())
     assert "┃ day " in daily  # five columns fit: still a table
     wide = runner.invoke(app, ["stats", "--db", str(sample_db)], env={"COLUMNS": "300"}).output
     assert "┃ source ┃ urls ┃" in wide and " of 1" not in wide
+
+
+def test_a_value_longer_than_the_terminal_is_written_whole_on_its_line(sample_db: Path) -> None:
+    """The seed's URL is longer than an 80-column terminal: folded into a table cell it came out
+    of a copy with a line break and padding inside; in the row-at-a-time display it is one line."""
+    result = runner.invoke(app, ["search", "Lukashenko", "--db", str(sample_db)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert len(SEED_URL) > 80
+    assert f"url        {SEED_URL}" in result.output.splitlines()
 
 
 def test_export_parquet(sample_db: Path, tmp_path: Path) -> None:
