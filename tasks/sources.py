@@ -172,21 +172,6 @@ def local_warc(spec: SourceSpec, stream_fetch: StreamFetch | None, download_dir:
     return str(download_warc(spec.location, download_dir, stream_fetch))
 
 
-def discover_all(specs: Iterable[SourceSpec], fetch: Fetch, *, stream_fetch: StreamFetch | None = None,
-                 download_dir: Path | None = None) -> tuple[list[Article], list[SourceProblem]]:
-    """Every candidate of every source; a source that fails as a whole becomes a problem too."""
-    records: list[Article] = []
-    problems: list[SourceProblem] = []
-    for spec in specs:
-        try:
-            records.extend(discover(spec, fetch, stream_fetch=stream_fetch,
-                                    download_dir=download_dir, problems=problems))
-        except SourceError as exc:
-            logger.warning("source %s failed: %s", spec.label, exc)
-            problems.append(SourceProblem(spec.label, str(exc)))
-    return records, problems
-
-
 def _is_http(location: str) -> bool:
     # A prefix test, not urlsplit: it runs once per sitemap URL (50,000 per file).
     return location[:8].lower().startswith(("http://", "https://"))

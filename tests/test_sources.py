@@ -29,7 +29,6 @@ from tasks.sources import (
     SourceProblem,
     SourceSpec,
     discover,
-    discover_all,
     discover_feed,
     discover_sources,
     discover_sitemap,
@@ -640,13 +639,3 @@ def test_discover_dispatches_every_kind(warc_path: Path, tmp_path: Path) -> None
     assert Path(remote[0].raw.path).parent == tmp_path / "dl"
     with pytest.raises(SourceError, match="stream_fetch"):
         list(discover(specs[4], fetch))
-
-
-def test_discover_all_keeps_going_past_a_failed_source() -> None:
-    fetch = DictFetch({"https://news.example.com/rss.xml": fixture("rss2.xml"),
-                       "https://bad.example.com/feed": fixture("not_a_feed.html")})
-    records, problems = discover_all([SourceSpec(SourceKind.FEED, "https://bad.example.com/feed"),
-                                      SourceSpec(SourceKind.FEED, "https://news.example.com/rss.xml")], fetch)
-    assert len(records) == 2
-    assert [p.source for p in problems] == ["https://bad.example.com/feed"]
-    assert "not a feed" in problems[0].message
