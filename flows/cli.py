@@ -179,7 +179,7 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | N
     width = max(map(len, columns))
     indent = "\n" + " " * (width + 2)  # a value's later lines start under its first
     for number, row in enumerate(cells, 1):
-        console.print(f"-[ {title or 'row'} {number} of {len(cells)} ]-", style="bold", highlight=False)
+        console.print(f"-[ {title or 'row'} {number} of {len(cells)} ]-", style="bold", markup=False, highlight=False)
         for column, value in zip(columns, row, strict=True):
             line = Text(column.ljust(width), style="bold").append("  " + value.replace("\n", indent))
             console.print(line, soft_wrap=True)  # soft_wrap: neither folded nor cropped
