@@ -117,7 +117,10 @@ def _print_summary(summary: list[dict[str, Any]], db: Path) -> None:
     table = Table(title=f"newsflow ingest -> {db}")
     short = {"discovered": "found", "duplicate": "dup", "not_article": "not art"}
     for column in COLUMNS:
-        table.add_column(short.get(column, column), justify="left" if column == "source" else "right")
+        if column == "source":  # a feed's URL: folded onto more lines rather than cut to "https://ww…"
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(short.get(column, column), justify="right", no_wrap=True)
     for entry in summary:
         table.add_row(*(str(entry[c]) for c in COLUMNS))
     console.print(table)

@@ -77,6 +77,21 @@ def test_a_value_longer_than_the_terminal_is_written_whole_on_its_line(sample_db
     assert f"url        {SEED_URL}" in result.output.splitlines()
 
 
+def test_the_run_summary_shows_a_long_source_name_whole(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed URL as a source's name used to be cut to "https://www.harbo…" on 80 columns."""
+    from flows.cli import _print_summary
+    from flows.report import COLUMNS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    source = "https://www.harbourgazette.example/feeds/news/world-and-business.xml"
+    _print_summary([{**dict.fromkeys(COLUMNS, 1234), "source": source, "top_reasons": []}], Path("n.duckdb"))
+    out = capsys.readouterr().out
+    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert "".join(rows) == source
+    assert "…" not in out and all(len(line) <= 80 for line in out.splitlines())
+
+
 def test_export_parquet(sample_db: Path, tmp_path: Path) -> None:
     code, out = run("export", "--format", "parquet", "--db", str(sample_db), str(tmp_path / "out"))
     assert code == 0 and f"{SAMPLE_ARTICLES} articles" in out
