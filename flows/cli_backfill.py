@@ -58,7 +58,10 @@ def _print_summary(summary: dict[str, Any], db: Path) -> None:
     table = Table(title=f"newsflow backfill -> {db} ({summary['skipped_finished']} of "
                         f"{summary['partitions']} partitions already finished)")
     for column in ["partition", "status", *keys, "pages/s", "reason"]:
-        table.add_column(column, justify="left" if column in ("partition", "status", "reason") else "right")
+        if column in ("partition", "reason"):  # a WARC's path, an error: folded, not cut to "warc:/wo…"
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for r in results:
         table.add_row(r["partition"], r["status"], *(str(r.get(k, 0)) for k in keys), str(r["pages_per_s"]),
                       r["reason"] or "")

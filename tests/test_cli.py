@@ -86,10 +86,26 @@ def test_the_run_summary_shows_a_long_source_name_whole(capsys: pytest.CaptureFi
     monkeypatch.setenv("COLUMNS", "80")
     source = "https://www.harbourgazette.example/feeds/news/world-and-business.xml"
     _print_summary([{**dict.fromkeys(COLUMNS, 1234), "source": source, "top_reasons": []}], Path("n.duckdb"))
-    out = capsys.readouterr().out
-    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
-    assert "".join(rows) == source
+    assert _first_cell_lines(capsys.readouterr().out) == source
+
+
+def test_the_backfill_summary_shows_a_long_partition_whole(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WARC partition's key was cut to "warc:/work/mai…" on 80 columns."""
+    from flows.cli_backfill import _print_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    partition = "warc:/srv/archive/cc-news/2024/01/CC-NEWS-20240101000000-00000.warc.gz"
+    _print_summary({"partitions": 1, "skipped_finished": 0, "results": [
+        {"partition": partition, "status": "done", "records": 38, "loaded": 35, "not_article": 3,
+         "pages_per_s": 41.1, "reason": None}]}, Path("n.duckdb"))
+    assert _first_cell_lines(capsys.readouterr().out) == partition
+
+
+def _first_cell_lines(out: str) -> str:
+    """The text of a rich table's first column, its folded lines joined; checks nothing was cut."""
     assert "…" not in out and all(len(line) <= 80 for line in out.splitlines())
+    return "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
 
 
 def test_export_parquet(sample_db: Path, tmp_path: Path) -> None:
