@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 
-from tasks.load import STATES, run_summary
+from tasks.load import STATES, run_summary, silent_sources
 
 COLUMNS = ["source", "discovered", *STATES]
 
@@ -27,7 +29,10 @@ def publish_summary(db: Path, run_id: str, source_states: list[dict[str, Any]],
     """Log the run's per-source summary and attach it to the flow run as an artifact.
 
     Sources that yielded no URL this run (failed, or a feed that had not changed) still get a row,
-    with their status as the reason, so a broken source is never silently absent."""
+    with their status as the reason, so a broken source is never silently absent. A feed or
+    sitemap that has gone silent (no new article for longer than its own rhythm allows, see
+    tasks/views.py) is said so first in its row, logged as a warning and sent to Prefect as a
+    `newsflow.source.silent` event."""
     summary = run_summary(db, run_id)
     listed = {entry["source"] for entry in summary}
     for state in source_states:
@@ -38,9 +43,26 @@ def publish_summary(db: Path, run_id: str, source_states: list[dict[str, Any]],
         elif state.get("last_error"):
             entry = next(e for e in summary if e["source"] == state["name"])
             entry["top_reasons"].insert(0, f"source: {state['last_error']}"[:300])
+    silent = silent_sources(db)
     for entry in summary:
         counts = ", ".join(f"{s}={entry[s]}" for s in STATES if entry[s])
         logger.info("%s: discovered=%d %s", entry["source"], entry["discovered"], counts)
+        if entry["source"] in silent:
+            quiet, gap = silent[entry["source"]]
+            said = f"silent: no new article for {_span(quiet)}; 9 in 10 of its articles came within {_span(gap)}"
+            entry["top_reasons"].insert(0, said)
+            logger.warning("%s has gone %s", entry["source"], said)
+            # an event, not only a log line: what a Prefect automation can notify someone of
+            emit_event("newsflow.source.silent",
+                       resource={"prefect.resource.id": f"newsflow.source.{entry['source']}",
+                                 "prefect.resource.name": entry["source"]},
+                       payload={"quiet_for_s": quiet.total_seconds(), "gap_p90_s": gap.total_seconds()})
     create_markdown_artifact(markdown=summary_markdown(summary), key="ingest-summary",
                              description=f"newsflow run {run_id}")
     return summary
+
+
+def _span(length: timedelta) -> str:
+    """A duration as people say it: 45 min, 7.5 h, 2.0 days."""
+    hours = length.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1045,6 +1045,15 @@ def run_summary(db: Path | str, run_id: str) -> list[dict[str, Any]]:
     for entry in summary:
         entry["top_reasons"] = [f"{why} ({n})" for src, why, n in reasons if src == entry["source"]][:3]
     return summary
+
+
+def silent_sources(db: Path | str) -> dict[str, tuple[timedelta, timedelta]]:
+    """The feeds and sitemaps gone silent (`source_health.silent`, rule in tasks/views.py): per
+    name, how long before its last check its newest article came, and the gap 9 in 10 of its
+    articles come within."""
+    with connect(db, read_only=True) as con:
+        rows = con.execute("SELECT source, quiet_for, gap_p90 FROM source_health WHERE silent").fetchall()
+    return {name: (quiet, gap) for name, quiet, gap in rows}
 
 
 def source_states(db: Path | str) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,9 @@
 """SQL of the operator's views and of the full-text search index (executed by `tasks.load`).
 
     source_health   per source: last success, success / empty-text / duplicate / missing-date /
-                    paywalled rates, median lag between published and fetched
+                    paywalled rates, median lag between published and fetched, and for a feed
+                    or sitemap the gap 9 in 10 of its articles come within and whether it
+                    has gone silent
     daily_articles  articles per publication day (UTC; the fetch day when undated) and source
 
 Both are views over table macros of the same name with a `since` argument, so `newsflow stats
@@ -26,6 +28,19 @@ import duckdb
 
 # The epoch stands for "no --since": every row.
 EPOCH = "1970-01-01"
+
+# A source gone silent: a feed or sitemap that newsflow still reads but whose newest article is
+# older than its own rhythm allows. The rhythm is `gap_p90`, the 90th percentile of the gaps
+# between its newest RHYTHM_ARTICLES articles by publication time (it takes in the nights and a
+# quiet day of a source that publishes daily; fewer than RHYTHM_MIN_GAPS gaps is no rhythm). It is
+# silent when, at its last check (not now: a newsflow that stopped running does not make every
+# source silent), the newest article is older than SILENT_GAPS such gaps, and never before
+# SILENT_FLOOR (an hourly source's overnight pause is not silence). Publication times matter, not
+# fetch times: a scheduled run fetches a source's articles in bursts, one per run.
+RHYTHM_ARTICLES = 50
+RHYTHM_MIN_GAPS = 10
+SILENT_GAPS = 3
+SILENT_FLOOR = "12 hours"
 
 # Rates are shares of the URLs a source produced (fetches rows). "Success" is every URL that did
 # not end failed or blocked; "empty text" is a page fetched fine with no article text on it.
@@ -52,6 +67,19 @@ WITH f AS (
     WHERE EXISTS (SELECT 1 FROM fetches x WHERE x.article_id = a.article_id
                   AND x.recorded_at >= CAST(since AS TIMESTAMPTZ))
     GROUP BY source
+), recent AS (
+    -- each source's newest RHYTHM_ARTICLES + 1 articles by publication time (the fetch time when
+    -- undated or dated after it was fetched), with the gap to the one before
+    SELECT source, t, epoch(t) - epoch(lag(t) OVER (PARTITION BY source ORDER BY t)) AS gap
+    FROM (SELECT source, least(published_at, fetched_at) AS t,
+                 row_number() OVER (PARTITION BY source ORDER BY least(published_at, fetched_at) DESC) AS n
+          FROM articles)
+    WHERE n <= {RHYTHM_ARTICLES} + 1
+), rhythm AS (
+    SELECT r.source, max(r.t) AS newest,
+           CASE WHEN count(r.gap) >= {RHYTHM_MIN_GAPS}
+                THEN to_seconds(CAST(quantile_cont(r.gap, 0.9) AS BIGINT)) END AS gap_p90
+    FROM recent r GROUP BY r.source
 ), names AS (
     SELECT name AS source FROM sources UNION SELECT source FROM f
 )
@@ -60,8 +88,15 @@ SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
        round(f.success_rate, 3) AS success_rate, round(f.empty_text_rate, 3) AS empty_text_rate,
        round(f.duplicate_rate, 3) AS duplicate_rate, round(a.missing_date_rate, 3) AS missing_date_rate,
        round(a.paywalled_rate, 3) AS paywalled_rate,
-       a.median_lag, s.last_status, s.last_error
-FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN sources s ON s.name = n.source
+       a.median_lag, r.gap_p90,
+       CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest
+            THEN s.last_checked_at - r.newest END AS quiet_for,
+       CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest AND r.gap_p90 IS NOT NULL
+            THEN s.last_checked_at - r.newest > greatest({SILENT_GAPS} * r.gap_p90, INTERVAL '{SILENT_FLOOR}') END
+           AS silent,
+       s.last_status, s.last_error
+FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN rhythm r USING (source)
+LEFT JOIN sources s ON s.name = n.source
 WHERE n.source IS NOT NULL
 ORDER BY n.source;
 

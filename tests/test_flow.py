@@ -37,6 +37,29 @@ def test_feed_to_duckdb(sample_site, fresh_db: Path):
     assert "мост" in russian  # the windows-1251 page, declared only in <meta>, comes out readable
 
 
+def test_a_feed_gone_silent_is_said_so_in_the_run_summary(sample_site, fresh_db: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """The sample feed's articles span November 2026 (about one a day, the newest of the 18th):
+    read on any later day than the 22nd, it has had no new article for more than three times the
+    gap 9 in 10 of its articles came within (~27 h)."""
+    import flows.report
+    from flows.ingest import ingest
+
+    events: list[tuple] = []
+    monkeypatch.setattr(flows.report, "emit_event", lambda event, resource, payload: events.append(
+        (event, resource["prefect.resource.name"], payload)))
+    feed = sample_site.url("/feed.xml")
+    [entry] = ingest(feeds=[feed], db=str(fresh_db))
+    assert entry["top_reasons"][0].startswith("silent: no new article for ")
+    assert "9 in 10 of its articles came within" in entry["top_reasons"][0], entry
+    [(event, name, payload)] = events
+    assert (event, name) == ("newsflow.source.silent", feed)
+    assert payload["quiet_for_s"] > 3 * payload["gap_p90_s"] > 0
+    [entry] = ingest(urls=[sample_site.url(loopback_path(ARTICLE_PAGES[0]["url"]))], db=str(fresh_db))
+    assert not any(r.startswith("silent") for r in entry["top_reasons"])  # a URL list keeps no rhythm
+    assert len(events) == 1
+
+
 def test_every_discovered_url_ends_in_one_state(sample_site, fresh_db: Path):
     from flows.ingest import ingest
 
