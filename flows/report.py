@@ -49,14 +49,14 @@ def publish_summary(db: Path, run_id: str, source_states: list[dict[str, Any]],
         logger.info("%s: discovered=%d %s", entry["source"], entry["discovered"], counts)
         if entry["source"] in silent:
             quiet, gap = silent[entry["source"]]
-            said = f"silent: no new article for {_span(quiet)}; 9 in 10 of its articles came within {_span(gap)}"
+            said = f"silent: no new article for {_span(quiet)}; its longest gap in four weeks was {_span(gap)}"
             entry["top_reasons"].insert(0, said)
             logger.warning("%s has gone %s", entry["source"], said)
             # an event, not only a log line: what a Prefect automation can notify someone of
             emit_event("newsflow.source.silent",
                        resource={"prefect.resource.id": f"newsflow.source.{entry['source']}",
                                  "prefect.resource.name": entry["source"]},
-                       payload={"quiet_for_s": quiet.total_seconds(), "gap_p90_s": gap.total_seconds()})
+                       payload={"quiet_for_s": quiet.total_seconds(), "longest_gap_s": gap.total_seconds()})
     create_markdown_artifact(markdown=summary_markdown(summary), key="ingest-summary",
                              description=f"newsflow run {run_id}")
     return summary

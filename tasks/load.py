@@ -1049,10 +1049,10 @@ def run_summary(db: Path | str, run_id: str) -> list[dict[str, Any]]:
 
 def silent_sources(db: Path | str) -> dict[str, tuple[timedelta, timedelta]]:
     """The feeds and sitemaps gone silent (`source_health.silent`, rule in tasks/views.py): per
-    name, how long before its last check its newest article came, and the gap 9 in 10 of its
-    articles come within."""
+    name, how long before its last check its newest article came, and its longest gap in the
+    four weeks before."""
     with connect(db, read_only=True) as con:
-        rows = con.execute("SELECT source, quiet_for, gap_p90 FROM source_health WHERE silent").fetchall()
+        rows = con.execute("SELECT source, quiet_for, longest_gap FROM source_health WHERE silent").fetchall()
     return {name: (quiet, gap) for name, quiet, gap in rows}
 
 

@@ -2,8 +2,8 @@
 
     source_health   per source: last success, success / empty-text / duplicate / missing-date /
                     paywalled rates, median lag between published and fetched, and for a feed
-                    or sitemap the gap 9 in 10 of its articles come within and whether it
-                    has gone silent
+                    or sitemap the longest gap between its articles in four weeks and
+                    whether it has gone silent
     daily_articles  articles per publication day (UTC; the fetch day when undated) and source
 
 Both are views over table macros of the same name with a `since` argument, so `newsflow stats
@@ -30,16 +30,20 @@ import duckdb
 EPOCH = "1970-01-01"
 
 # A source gone silent: a feed or sitemap that newsflow still reads but whose newest article is
-# older than its own rhythm allows. The rhythm is `gap_p90`, the 90th percentile of the gaps
-# between its newest RHYTHM_ARTICLES articles by publication time (it takes in the nights and a
-# quiet day of a source that publishes daily; fewer than RHYTHM_MIN_GAPS gaps is no rhythm). It is
-# silent when, at its last check (not now: a newsflow that stopped running does not make every
-# source silent), the newest article is older than SILENT_GAPS such gaps, and never before
-# SILENT_FLOOR (an hourly source's overnight pause is not silence). Publication times matter, not
-# fetch times: a scheduled run fetches a source's articles in bursts, one per run.
-RHYTHM_ARTICLES = 50
+# older than its own rhythm allows. The rhythm is `longest_gap`, the longest gap between its
+# articles in the RHYTHM_WINDOW before its newest one, by publication time: four weeks hold four
+# weekends and as many nights, so a source that publishes only on weekdays, however many articles
+# a day, has a weekend as its longest gap, and a weekend is not silence. (A percentile would not
+# do: the weekend gaps are 4% of a five-a-day source's gaps but 1% of a twenty-a-day one's.) An
+# outage in the window raises the bar until it leaves the window; the outage itself was flagged
+# when it happened. Fewer than RHYTHM_MIN_GAPS gaps is no rhythm. It is silent when, at its last
+# check (not now: a newsflow that stopped running does not make every source silent), the newest
+# article is older than SILENT_GAPS times that gap, and never before SILENT_FLOOR (an hourly
+# source's night is not silence). Publication times matter, not fetch times: a scheduled run
+# fetches a source's articles in bursts, one per run.
+RHYTHM_WINDOW = "28 days"
 RHYTHM_MIN_GAPS = 10
-SILENT_GAPS = 3
+SILENT_GAPS = 1.5
 SILENT_FLOOR = "12 hours"
 
 # Rates are shares of the URLs a source produced (fetches rows). "Success" is every URL that did
@@ -68,17 +72,17 @@ WITH f AS (
                   AND x.recorded_at >= CAST(since AS TIMESTAMPTZ))
     GROUP BY source
 ), recent AS (
-    -- each source's newest RHYTHM_ARTICLES + 1 articles by publication time (the fetch time when
-    -- undated or dated after it was fetched), with the gap to the one before
+    -- each source's articles of the RHYTHM_WINDOW before its newest, by publication time (the
+    -- fetch time when undated or dated after it was fetched), with the gap to the one before
     SELECT source, t, epoch(t) - epoch(lag(t) OVER (PARTITION BY source ORDER BY t)) AS gap
     FROM (SELECT source, least(published_at, fetched_at) AS t,
-                 row_number() OVER (PARTITION BY source ORDER BY least(published_at, fetched_at) DESC) AS n
+                 max(least(published_at, fetched_at)) OVER (PARTITION BY source) AS newest
           FROM articles)
-    WHERE n <= {RHYTHM_ARTICLES} + 1
+    WHERE t >= newest - INTERVAL '{RHYTHM_WINDOW}'
 ), rhythm AS (
     SELECT r.source, max(r.t) AS newest,
            CASE WHEN count(r.gap) >= {RHYTHM_MIN_GAPS}
-                THEN to_seconds(CAST(quantile_cont(r.gap, 0.9) AS BIGINT)) END AS gap_p90
+                THEN to_seconds(CAST(max(r.gap) AS BIGINT)) END AS longest_gap
     FROM recent r GROUP BY r.source
 ), names AS (
     SELECT name AS source FROM sources UNION SELECT source FROM f
@@ -88,11 +92,11 @@ SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
        round(f.success_rate, 3) AS success_rate, round(f.empty_text_rate, 3) AS empty_text_rate,
        round(f.duplicate_rate, 3) AS duplicate_rate, round(a.missing_date_rate, 3) AS missing_date_rate,
        round(a.paywalled_rate, 3) AS paywalled_rate,
-       a.median_lag, r.gap_p90,
+       a.median_lag, r.longest_gap,
        CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest
             THEN s.last_checked_at - r.newest END AS quiet_for,
-       CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest AND r.gap_p90 IS NOT NULL
-            THEN s.last_checked_at - r.newest > greatest({SILENT_GAPS} * r.gap_p90, INTERVAL '{SILENT_FLOOR}') END
+       CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest AND r.longest_gap IS NOT NULL
+            THEN s.last_checked_at - r.newest > greatest({SILENT_GAPS} * r.longest_gap, INTERVAL '{SILENT_FLOOR}') END
            AS silent,
        s.last_status, s.last_error
 FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN rhythm r USING (source)

@@ -70,33 +70,43 @@ def test_source_health_rates(small_db: Path) -> None:
 def test_a_feed_whose_articles_stop_coming_is_silent(fresh_db: Path) -> None:
     """Silence is judged against each source's own rhythm, at its last check, and only for feeds
     and sitemaps: an hourly feed quiet for two days is silent, one quiet for 11 hours (a night) is
-    not, nor is one quiet for two days when newsflow last read it an hour after its newest article."""
+    not, nor is one quiet for two days when newsflow last read it an hour after its newest article;
+    a feed of twenty articles each weekday is not silent over a weekend, and is by Wednesday."""
     load.ensure_schema(fresh_db)
-    hourly = [timedelta(hours=h) for h in range(20)]
-    sources = {  # name: (kind, how long before NOW its newest article came, last check before NOW)
-        "gone": ("feed", timedelta(days=2), timedelta(0)),
-        "night": ("feed", timedelta(hours=11), timedelta(0)),
-        "unread": ("sitemap", timedelta(days=2), timedelta(days=2) - timedelta(hours=1)),
-        "archive": ("warc", timedelta(days=2), timedelta(0)),
-        "few": ("feed", timedelta(days=2), timedelta(0)),
+    hourly = [NOW - timedelta(hours=h) for h in range(20)]
+    friday = datetime(2026, 11, 13, 17, 30, tzinfo=UTC)
+    weekdays = [day + timedelta(minutes=30 * k) for d in range(28)
+                if (day := datetime(2026, 10, 17, 8, tzinfo=UTC) + timedelta(days=d)).weekday() < 5
+                for k in range(20)]
+    assert max(weekdays) == friday
+    sources = {  # name: (kind, articles' publication times, last check)
+        "gone": ("feed", [t - timedelta(days=2) for t in hourly], NOW),
+        "night": ("feed", [t - timedelta(hours=11) for t in hourly], NOW),
+        "unread": ("sitemap", [t - timedelta(days=2) for t in hourly], NOW - timedelta(days=2) + timedelta(hours=1)),
+        "archive": ("warc", [t - timedelta(days=2) for t in hourly], NOW),
+        "few": ("feed", [t - timedelta(days=2) for t in hourly[:5]], NOW),
+        "weekend": ("feed", weekdays, datetime(2026, 11, 16, 7, tzinfo=UTC)),
+        "wednesday": ("feed", weekdays, datetime(2026, 11, 18, 12, tzinfo=UTC)),
     }
     with load.transaction(fresh_db) as con:
-        for name, (kind, quiet, checked) in sources.items():
-            times = [NOW - quiet - step for step in (hourly[:5] if name == "few" else hourly)]
+        for name, (kind, times, checked) in sources.items():
             con.executemany(
                 "INSERT INTO articles (article_id, url, canonical_url, source, text, published_at, fetched_at) "
                 "VALUES (?, ?, ?, ?, 'text', ?, ?)",
-                [(f"{name}{i}", f"https://{name}.example/{i}", f"https://{name}.example/{i}", name, t, NOW - checked)
+                [(f"{name}{i}", f"https://{name}.example/{i}", f"https://{name}.example/{i}", name, t, checked)
                  for i, t in enumerate(times)])
             con.execute("INSERT INTO sources (name, kind, location, last_checked_at, last_status) "
-                        "VALUES (?, ?, ?, ?, 'ok')", [name, kind, f"{name}.xml", NOW - checked])
-    columns, rows = load.query(fresh_db, "SELECT source, gap_p90, quiet_for, silent FROM source_health")
+                        "VALUES (?, ?, ?, ?, 'ok')", [name, kind, f"{name}.xml", checked])
+    columns, rows = load.query(fresh_db, "SELECT source, longest_gap, quiet_for, silent FROM source_health")
     health = {row[0]: row[1:] for row in rows}
     assert health["gone"] == (timedelta(hours=1), timedelta(days=2), True)
     assert health["night"] == (timedelta(hours=1), timedelta(hours=11), False)  # under the 12-hour floor
     assert health["unread"] == (timedelta(hours=1), timedelta(hours=1), False)  # judged at its last check
     assert health["archive"] == (timedelta(hours=1), None, None)  # an archive has no rhythm to keep
     assert health["few"] == (None, timedelta(days=2), None)  # 4 gaps: too few for a rhythm
+    weekend = timedelta(hours=62, minutes=30)  # Friday 17:30 to Monday 08:00
+    assert health["weekend"] == (weekend, timedelta(hours=61, minutes=30), False)
+    assert health["wednesday"] == (weekend, timedelta(days=4, hours=18, minutes=30), True)  # past 1.5 weekends
 
 
 def test_stats_since_filters(small_db: Path) -> None:
