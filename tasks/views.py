@@ -95,9 +95,9 @@ SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
        a.median_lag, r.longest_gap,
        CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest
             THEN s.last_checked_at - r.newest END AS quiet_for,
-       CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest AND r.longest_gap IS NOT NULL
-            THEN s.last_checked_at - r.newest > greatest({SILENT_GAPS} * r.longest_gap, INTERVAL '{SILENT_FLOOR}') END
-           AS silent,
+       -- quiet_for: the column just above (DuckDB reads a select list's earlier aliases)
+       CASE WHEN r.longest_gap IS NOT NULL
+            THEN quiet_for > greatest({SILENT_GAPS} * r.longest_gap, INTERVAL '{SILENT_FLOOR}') END AS silent,
        s.last_status, s.last_error
 FROM names n LEFT JOIN f USING (source) LEFT JOIN a USING (source) LEFT JOIN rhythm r USING (source)
 LEFT JOIN sources s ON s.name = n.source
