@@ -317,4 +317,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m flows.cli`: this file runs as __main__, while the command modules imported above
+    # register theirs on the `app` of `flows.cli` (imported anew by them), so run that one.
+    from flows.cli import main as registered_main
+
+    registered_main()
