@@ -770,6 +770,196 @@ def recluster(db: Path | str) -> int:
         return rebuild_clusters(con)
 
 
+# ---------------------------------------------------------------- revisits (tasks/revisit.py)
+
+# `articles` holds each article's newest version; a revisit that finds the headline or the story
+# changed first copies the stored version into `article_versions`, with how the next one differs.
+REVISIT_SCHEMA = """
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS version INTEGER DEFAULT 1;  -- 1: as first loaded
+-- when the row's version was fetched, if a revisit replaced the first (`fetched_at` stays the
+-- first fetch: the lag, daily counts and clusters' "who ran it first" go by it)
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS revised_at TIMESTAMPTZ;
+CREATE TABLE IF NOT EXISTS article_versions (     -- (article_id, version) is unique
+    article_id         VARCHAR NOT NULL,
+    version            INTEGER NOT NULL,           -- the replaced version; version + 1 replaced it
+    title              VARCHAR,
+    text               VARCHAR,
+    word_count         INTEGER,
+    content_hash       VARCHAR,
+    published_at       TIMESTAMPTZ,
+    fetched_at         TIMESTAMPTZ,                -- when this version was fetched
+    raw_path           VARCHAR,                    -- its raw response
+    raw_offset         BIGINT,
+    raw_length         BIGINT,
+    extractor_version  VARCHAR,
+    replaced_at        TIMESTAMPTZ,                -- when a revisit fetched the next version
+    replaced_by_run    VARCHAR,
+    title_changed      BOOLEAN,
+    diff               VARCHAR,                    -- story lines removed (-) and added (+) by the next version
+    correction         VARCHAR,                    -- a line the next version added marking a correction or update
+    extractor_changed  BOOLEAN                     -- the next version was extracted by another extractor_version
+);
+CREATE TABLE IF NOT EXISTS revisits (             -- (run_id, article_id) is unique
+    run_id        VARCHAR NOT NULL,
+    article_id    VARCHAR NOT NULL,
+    url           VARCHAR,
+    revisited_at  TIMESTAMPTZ,
+    outcome       VARCHAR NOT NULL,                -- changed | unchanged | gone | a fetch state (failed, blocked...)
+    reason        VARCHAR,
+    http_status   INTEGER,
+    version       INTEGER                          -- the article's version after the revisit
+);
+CREATE OR REPLACE VIEW article_changes AS
+SELECT v.article_id, a.url, a.domain, v.version + 1 AS version, v.replaced_at AS seen_at,
+       v.fetched_at AS previous_fetched_at, v.title AS title_before,
+       coalesce(nxt.title, a.title) AS title_after, v.title_changed,
+       v.word_count AS words_before, coalesce(nxt.word_count, a.word_count) AS words_after,
+       v.diff, v.correction, v.extractor_changed
+FROM article_versions v
+JOIN articles a USING (article_id)
+LEFT JOIN article_versions nxt ON nxt.article_id = v.article_id AND nxt.version = v.version + 1;
+"""
+SCHEMA += REVISIT_SCHEMA
+
+REVISIT_OUTCOMES = ["changed", "unchanged", "gone", *[s for s in STATES if s != "loaded"]]
+
+
+def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: datetime,
+                       limit: int) -> list[Article]:
+    """The articles due for a revisit at `now`, youngest first, at most `limit`.
+
+    An article's age is counted from its first fetch. It is due for the last of `after_hours`
+    it has reached when no revisit has yet been made at that age or later, and while it is under
+    twice that age (an article first seen in an old archive is not revisited). Articles read
+    from WARC archives are not revisited: their pages were fetched by someone else, maybe years
+    ago. A revisit that failed counts: each age is tried once.
+    """
+    if not after_hours or limit <= 0 or not Path(db).exists():
+        return []
+    from tasks.records import SourceKind
+
+    with connect(db, read_only=True) as con:
+        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'revisits'").fetchall():
+            return []  # a database no run of this newsflow has opened yet
+        rows = con.execute(
+            """WITH aged AS (
+                SELECT article_id, url, source, source_kind, fetched_at AS since FROM articles
+                WHERE fetched_at IS NOT NULL AND source_kind IS DISTINCT FROM 'warc'),
+            revisited AS (SELECT r.article_id, epoch(r.revisited_at) - epoch(g.since) AS age
+                          FROM revisits r JOIN aged g USING (article_id)),
+            reached AS (  -- how many of the ages an article had reached at its revisits, and now
+                SELECT g.*, epoch($now) - epoch(g.since) AS age, len(list_filter($hours, lambda h: h * 3600 <= age)) AS step,
+                       coalesce(d.done, 0) AS done
+                FROM aged g LEFT JOIN (SELECT article_id, max(len(list_filter($hours, lambda h: h * 3600 <= age))) AS done
+                                       FROM revisited GROUP BY article_id) d USING (article_id))
+            SELECT article_id, url, source, source_kind FROM reached
+            WHERE step > done AND age < 2 * 3600 * $hours[step]
+            ORDER BY since DESC, article_id LIMIT $limit""",
+            {"hours": [float(h) for h in after_hours], "now": now, "limit": limit}).fetchall()
+    kinds = {k.value for k in SourceKind}
+    return [Article(url=url, source=source or "revisit", article_id=article_id,
+                    source_kind=SourceKind(kind) if kind in kinds else SourceKind.URLS)
+            for article_id, url, source, kind in rows]
+
+
+# Columns of an article that a revisit's new version replaces (with `_EXTRACTED_COLUMNS`).
+_REVISIT_FETCH_COLUMNS = ["http_status", "revised_at", "raw_path", "raw_offset", "raw_length"]
+
+
+def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> dict[str, int]:
+    """Record one batch of revisits in one transaction; the count of each outcome.
+
+    A page whose headline or story lines differ from the stored version (`tasks.revisit.compare`)
+    becomes the article's next version: the stored one is copied into `article_versions` with the
+    difference, `articles` gets the new one (and its similarity signature). A page taken down
+    (404, 410, or a redirect to another page: `tasks.revisit.moved_elsewhere`) is "gone" and the
+    article stays as last seen; other failures keep their state and reason. Every record gets one
+    `revisits` row; a retried batch changes nothing more.
+    """
+    from tasks.revisit import GONE_STATUSES, compare, moved_elsewhere  # tasks.revisit reads through this module
+
+    now = datetime.now(UTC)
+    with transaction(db, len(records)) as con:
+        records = skip_forgotten(records, _forgotten(con))  # a `newsflow forget` that came during the fetch
+        ids = sorted({r.article_id for r in records if r.article_id})
+        staged_ids = pa.table({"article_id": pa.array(ids, pa.string())})  # noqa: F841
+        stored = {row[0]: row[1:] for row in con.execute(
+            "SELECT article_id, title, text, content_hash, domain, version, fetched_at, canonical_url "
+            "FROM articles SEMI JOIN staged_ids USING (article_id)").fetchall()}
+        boilerplate = _site_boilerplate(con, sorted({row[3] for row in stored.values() if row[3]}))
+        outcomes: list[tuple[Article, str, str | None, int | None]] = []
+        changes: list[tuple[Article, Any]] = []
+        for record in records:
+            old = stored.get(record.article_id or "")
+            if old is None:  # deleted since it was picked (forgotten): nothing to compare with
+                outcomes.append((record, "skipped", record.reason or "not-stored", None))
+                continue
+            title, text, content_hash, domain, version, _, canonical = old
+            if record.done or record.extracted is None:
+                gone = record.http_status in GONE_STATUSES
+                outcomes.append((record, "gone" if gone else str(record.state or State.FAILED),
+                                 record.reason or "internal:not-extracted", version))
+                continue
+            if moved_elsewhere(canonical, record.canonical_url, text, record.extracted.text):
+                outcomes.append((record, "gone", "moved-elsewhere", version))
+                continue
+            same = content_hash == record.content_hash and title == record.title
+            change = None if same else compare(title, text, record.title, record.extracted.text,
+                                               boilerplate.get(domain or "", frozenset()))
+            if change is None:
+                outcomes.append((record, "unchanged", None, version))
+            else:
+                changes.append((record, change))
+                outcomes.append((record, "changed", None, version + 1))
+        if changes:
+            _new_versions(con, run_id, changes, {i: row[5] for i, row in stored.items()})
+        staged = pa.table({  # noqa: F841
+            "article_id": [r.article_id for r, *_ in outcomes],
+            "url": [r.final_url or r.url for r, *_ in outcomes],
+            "revisited_at": pa.array([r.fetched_at or now for r, *_ in outcomes], pa.timestamp("us", tz="UTC")),
+            "outcome": [o for _, o, _, _ in outcomes],
+            "reason": pa.array([why for *_, why, _ in outcomes], pa.string()),
+            "http_status": pa.array([r.http_status for r, *_ in outcomes], pa.int32()),
+            "version": pa.array([v for *_, v in outcomes], pa.int32()),
+        })
+        con.execute("INSERT INTO revisits BY NAME SELECT s.*, $run AS run_id FROM staged s "
+                    "ANTI JOIN (SELECT article_id FROM revisits WHERE run_id = $run) USING (article_id)",
+                    {"run": run_id})
+    return dict(Counter(o for _, o, _, _ in outcomes))
+
+
+def _new_versions(con: duckdb.DuckDBPyConnection, run_id: str, changes: Sequence[tuple[Article, Any]],
+                  first_fetched: dict[str, datetime]) -> None:
+    """The stored versions into `article_versions`, then the revisited ones into `articles`
+    (`revised_at` their fetch; `fetched_at`, the article's first fetch, stays, in the similarity
+    signature too)."""
+    records = [r for r, _ in changes]
+    staged = pa.table({  # noqa: F841
+        **_extraction_columns(records),
+        "http_status": pa.array([r.http_status for r in records], pa.int32()),
+        "revised_at": pa.array([r.fetched_at for r in records], pa.timestamp("us", tz="UTC")),  # fetched: extracted
+        "raw_path": [r.raw.path if r.raw else None for r in records],
+        "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
+        "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
+        "title_changed": [c.title_changed for _, c in changes],
+        "diff": [c.diff for _, c in changes],
+        "correction": pa.array([c.correction for _, c in changes], pa.string()),
+    })
+    con.execute(
+        """INSERT INTO article_versions BY NAME
+        SELECT a.article_id, a.version, a.title, a.text, a.word_count, a.content_hash, a.published_at,
+               coalesce(a.revised_at, a.fetched_at) AS fetched_at, a.raw_path, a.raw_offset, a.raw_length,
+               a.extractor_version,
+               s.revised_at AS replaced_at, $run AS replaced_by_run, s.title_changed, s.diff, s.correction,
+               a.extractor_version IS DISTINCT FROM s.extractor_version AS extractor_changed
+        FROM articles a JOIN staged s USING (article_id)""", {"run": run_id})
+    sets = ", ".join(f"{c} = s.{c}" for c in [*_EXTRACTED_COLUMNS, *_REVISIT_FETCH_COLUMNS, "extractor_version",
+                                                 "field_sources", "extraction_settings"])
+    con.execute(f"UPDATE articles AS a SET {sets}, version = a.version + 1 FROM staged s "
+                "WHERE a.article_id = s.article_id")
+    _resign(con, [r.replace(fetched_at=first_fetched[r.article_id]) for r in records])  # type: ignore[index]
+
+
 # ---------------------------------------------------------------- forgetting (takedowns)
 #
 # `newsflow forget` removes what a URL or a domain put in the database (articles, their aliases,
@@ -850,7 +1040,7 @@ def delete_forgotten(db: Path | str) -> dict[str, int]:
     """Delete every row the forgotten rules cover, and rebuild the clusters they were part of
     (the second step). Returns how many rows went, by table."""
     with transaction(db) as con:
-        con.execute(FORGOTTEN_SCHEMA)
+        con.execute(FORGOTTEN_SCHEMA + REVISIT_SCHEMA)  # a database older than either
         forgotten = _forgotten(con)
         ids = _covered_articles(con)
         con.register("fetch_rows", pa.table({"row": pa.array([row for row, *_ in _covered_fetches(con, forgotten, ids)],
@@ -861,6 +1051,9 @@ def delete_forgotten(db: Path | str) -> dict[str, int]:
             "article_signatures": _deleted(con, "DELETE FROM article_signatures WHERE article_id IN "
                                                 "(SELECT article_id FROM forgotten_ids)"),
             "url_aliases": _deleted(con, "DELETE FROM url_aliases WHERE article_id IN (SELECT article_id FROM forgotten_ids)"),
+            "article_versions": _deleted(con, "DELETE FROM article_versions WHERE article_id IN "
+                                              "(SELECT article_id FROM forgotten_ids)"),
+            "revisits": _deleted(con, "DELETE FROM revisits WHERE article_id IN (SELECT article_id FROM forgotten_ids)"),
             "fetches": _deleted(con, "DELETE FROM fetches WHERE rowid IN (SELECT row FROM fetch_rows)"),
             "articles": _deleted(con, "DELETE FROM articles WHERE article_id IN (SELECT article_id FROM forgotten_ids)"),
         }
@@ -934,12 +1127,16 @@ def site_boilerplate(db: Path | str, domains: Sequence[str]) -> dict[str, frozen
     wanted = sorted({d for d in domains if d})
     if not wanted or not Path(db).exists():
         return {}
-    staged = pa.table({"domain": pa.array(wanted, pa.string())})  # noqa: F841
     with connect(db) as con:
-        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'site_boilerplate'").fetchall():
-            return {}
-        rows = con.execute("SELECT domain, list(line_key) FROM site_boilerplate JOIN staged USING (domain) "
-                           "GROUP BY domain").fetchall()
+        return _site_boilerplate(con, wanted)
+
+
+def _site_boilerplate(con: duckdb.DuckDBPyConnection, domains: list[str]) -> dict[str, frozenset[str]]:
+    if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'site_boilerplate'").fetchall():
+        return {}
+    staged = pa.table({"domain": pa.array(domains, pa.string())})  # noqa: F841
+    rows = con.execute("SELECT domain, list(line_key) FROM site_boilerplate JOIN staged USING (domain) "
+                       "GROUP BY domain").fetchall()
     return {domain: frozenset(keys) for domain, keys in rows}
 
 
@@ -1228,6 +1425,8 @@ from prefect import task  # noqa: E402  (kept at the bottom: the logic above nee
 from prefect.cache_policies import NONE  # noqa: E402
 
 start_run_task = task(name="start-run", cache_policy=NONE)(start_run)
+revisit_candidates_task = task(name="revisit-candidates", cache_policy=NONE)(revisit_candidates)
+record_revisits_task = task(name="revisit-load", cache_policy=NONE, retries=1, retry_delay_seconds=5)(record_revisits)
 finish_run_task = task(name="finish-run", cache_policy=NONE)(finish_run)
 learn_boilerplate_task = task(name="learn-boilerplate", cache_policy=NONE)(learn_site_boilerplate)
 recluster_task = task(name="recluster", cache_policy=NONE)(recluster)

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     batch_size: int = 500
     # how long a writer or a query waits for another process to release the DuckDB file
     lock_wait: float = 30.0
+    # `newsflow revisit`: the ages (hours since an article was first fetched) at which it is
+    # fetched again to catch headline changes, corrections and edits: most happen within the first
+    # day. Each age is tried once, at the first revisit run within twice that age (a daily revisit
+    # run still makes the 24 h and 7 d ones); older articles are not revisited.
+    revisit_after_hours: Annotated[tuple[float, ...], NoDecode] = (1.0, 6.0, 24.0, 168.0)
+    revisit_limit: int = Field(default=5000, ge=0, description="articles a revisit run fetches at most (youngest first)")
     # DuckDB's memory for connections that write (its default is 80% of RAM). A run holds the
     # database open, and DuckDB keeps the blocks it read cached up to this limit, so the loading
     # process grew with the archive (+130 MB from 5k to 50k articles at 512MB); the load needs
@@ -122,6 +128,20 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         if b"-----BEGIN CERTIFICATE-----" not in value.read_bytes():
             raise ValueError(f"{value} holds no PEM certificate")
+        return value
+
+    @field_validator("revisit_after_hours", mode="before")
+    @classmethod
+    def _split_hours(cls, value: object) -> object:
+        if isinstance(value, str):  # NEWSFLOW_REVISIT_AFTER_HOURS=1,6,24,168
+            return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("revisit_after_hours")
+    @classmethod
+    def _ascending_hours(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(h <= 0 for h in value) or list(value) != sorted(set(value)):
+            raise ValueError(f"expected increasing positive hours such as 1,6,24,168, got {','.join(map(str, value))}")
         return value
 
     @field_validator("allow_private_hosts", mode="before")

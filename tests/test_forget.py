@@ -207,3 +207,20 @@ def test_a_truncated_archive_file_does_not_stop_the_erasure(tmp_path: Path) -> N
         stream.seek(first.offset)
         assert b"WARC-Type: metadata" in gzip.decompress(stream.read(first.length))
     assert path.stat().st_size == second.offset + second.length // 2  # nothing else written
+
+
+def test_forgetting_takes_an_articles_earlier_versions_and_revisits_with_it(archive, tmp_path: Path) -> None:
+    db, pages = archive
+    with raw_writer(tmp_path / "raw") as writer:  # a revisit: the wire story grew a line, the local one is the same
+        revised = _page(writer, "https://www.wire.example/story", WIRE + "\nThe ministers meet again on Friday.")
+        same = _page(writer, "https://keep.example/cycle-lane", LOCAL)
+    assert load.record_revisits(db, "run-2", [revised, same]) == {"changed": 1, "unchanged": 1}
+    assert _rows(db, "SELECT article_id, version FROM article_versions") == [(pages["wire"].article_id, 1)]
+
+    report = forget(db, [], ["wire.example"])
+    assert (report.removed["article_versions"], report.removed["revisits"]) == (1, 1)
+    assert not _rows(db, "SELECT * FROM article_versions")
+    assert _rows(db, "SELECT article_id, outcome FROM revisits") == [(pages["keep"].article_id, "unchanged")]
+    # both versions' raw pages are overwritten
+    assert _archived(tmp_path / "raw")[0] == ["https://copy.example/story", "https://keep.example/cycle-lane",
+                                              "https://keep.example/cycle-lane"]

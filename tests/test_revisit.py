@@ -1,0 +1,175 @@
+"""Revisits: which articles are due, how a changed page becomes a new version (tasks/revisit.py,
+tasks/load.py revisit_candidates and record_revisits, flows/revisit.py)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tasks.boilerplate import line_key
+from tasks.revisit import compare, story_lines
+
+SEED = (Path(__file__).parent / "fixtures" / "seed_article.html").read_text(encoding="utf-8")
+HEADLINE = "Russian President Putin Visits Ally Belarus"
+FIRST_PARAGRAPH = "<p>Russian President Vladimir Putin made a rare trip Monday"
+CORRECTION = ("Correction: An earlier version of this story misstated the day of the visit. "
+              "It was Monday, not Tuesday.")
+
+
+def _edited(page: str) -> str:
+    """The seed page as its newsroom might update it: a new headline, a paragraph dropped, a
+    correction added at the end of the story."""
+    dropped = page.index("<p>“Russia isn’t interested")
+    page = page[:dropped] + page[page.index("</p>", dropped) + len("</p>"):]
+    page = page.replace(HEADLINE, "Putin and Lukashenko Discuss Closer Ties in Minsk")
+    last = page.rindex("</p>", 0, page.index("</article>") if "</article>" in page else len(page))
+    return page[:last + 4] + f"<p>{CORRECTION}</p>" + page[last + 4:]
+
+
+# --- comparing versions ---------------------------------------------------------------------------
+
+def test_a_new_headline_and_an_added_correction_are_told_apart_from_furniture():
+    old = "A story\nShare this\nThe first paragraph.\nThe second paragraph."
+    new = "A story\nThe first paragraph.\nThe second paragraph, longer now.\nCorrection: the day was wrong."
+    change = compare("Title", old, "Title", new, boilerplate=frozenset({line_key("Share this")}))
+    assert change is not None and not change.title_changed
+    assert change.diff.splitlines() == ["@@ -3 +3,2 @@", "-The second paragraph.",
+                                        "+The second paragraph, longer now.", "+Correction: the day was wrong."]
+    assert change.correction == "Correction: the day was wrong."
+    # furniture the site is now known to repeat, dropped from the new text, is not an edit
+    assert compare("Title", old, "Title", "A story\nThe first paragraph.\nThe second paragraph.",
+                   boilerplate=frozenset({line_key("Share this")})) is None
+    headline_only = compare("Title", old, "New title", old)
+    assert headline_only is not None and headline_only.title_changed and headline_only.diff == ""
+    assert headline_only.correction is None
+    assert story_lines("a\n\n  \nb", frozenset()) == ["a", "b"]
+
+
+def test_a_page_that_now_names_another_url_is_a_version_only_if_it_tells_the_same_story():
+    from tasks.revisit import moved_elsewhere
+
+    story = " ".join(f"Sentence {i} of the story about the harbour ferries and the storm." for i in range(20))
+    assert not moved_elsewhere("https://a.example/old-slug", "https://a.example/new-slug", story,
+                               story + " A paragraph added by the update.")
+    assert moved_elsewhere("https://a.example/old-slug", "https://a.example/", story,
+                           "Top stories today: markets, weather, sport and the town council's budget vote.")
+    assert not moved_elsewhere("https://a.example/live", "https://a.example/live", story, "A rewritten live page.")
+
+
+def test_a_line_that_only_mentions_correctness_is_not_a_correction():
+    change = compare("T", "One.", "T", "One.\nThe minister said the figures were correct.")
+    assert change is not None and change.correction is None
+    updated = compare("T", "One.", "T", "One.\nThis story has been updated to include the minister's reply.")
+    assert updated is not None and updated.correction == "This story has been updated to include the minister's reply."
+
+
+# --- which articles are due -------------------------------------------------------------------------
+
+def test_each_age_is_revisited_once_and_old_or_archived_articles_not_at_all(fresh_db: Path):
+    from tasks.load import ensure_schema, revisit_candidates
+
+    ensure_schema(fresh_db)
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    ages = {"new": (0.5, "feed"), "hour": (1.5, "feed"), "late-for-hour": (3, "sitemap"),
+            "six-done": (7, "urls"), "day": (30, "sitemap"), "month": (24 * 30, "feed"), "archived": (1.5, "warc"),
+            "moved-on": (25, "feed")}
+    with duckdb.connect(str(fresh_db)) as con:
+        for name, (hours, kind) in ages.items():
+            con.execute("INSERT INTO articles (article_id, url, canonical_url, source, source_kind, fetched_at) "
+                        "VALUES (?, ?, ?, 's', ?, ?)", [name, f"http://127.0.0.1/{name}", f"http://127.0.0.1/{name}",
+                                                        kind, now - timedelta(hours=hours)])
+        # six-done was revisited at 6 h; moved-on, first fetched 25 h ago, changed at its 24 h revisit
+        con.execute("INSERT INTO revisits (run_id, article_id, revisited_at, outcome) VALUES "
+                    "('r1', 'six-done', ?, 'unchanged'), ('r1', 'moved-on', ?, 'changed')",
+                    [now - timedelta(hours=1), now - timedelta(hours=0.5)])
+        con.execute("UPDATE articles SET revised_at = ?, version = 2 WHERE article_id = 'moved-on'",
+                    [now - timedelta(hours=0.5)])
+    due = revisit_candidates(fresh_db, (1, 6, 24, 168), now, limit=100)
+    assert [r.article_id for r in due] == ["hour", "day"]  # youngest first
+    assert revisit_candidates(fresh_db, (1, 6, 24, 168), now, limit=1)[0].article_id == "hour"
+    # the 24 h revisit of moved-on was made (at 24.5 h); at 30 h a fresh 24 h one is not due again
+    assert "moved-on" not in {r.article_id for r in revisit_candidates(fresh_db, (1, 6, 24, 168),
+                                                                        now + timedelta(hours=5), 100)}
+    # six hours after its first fetch, "hour" is due again
+    assert "hour" in {r.article_id for r in revisit_candidates(fresh_db, (1, 6, 24, 168), now + timedelta(hours=5), 100)}
+
+
+# --- the flow, against a loopback site -----------------------------------------------------------------
+
+@pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fresh_db: Path):
+    from flows.ingest import ingest
+    from flows.revisit import revisit
+    from tests.servers import html, redirect, serve
+
+    # distinct stories: lines shared by a site's pages are learned as its furniture (tasks/boilerplate.py)
+    routes = {"/story": html(SEED), "/other": html(_story("Council Approves Cycle Lane", "the cycle lane")),
+              "/gone": html(_story("Museum Reopens After Flood", "the museum")),
+              "/moved": html(_story("Bakery Wins Bread Prize", "the bakery"))}
+    with serve(routes) as site:
+        ingest(urls=[site.url(p) for p in routes], db=str(fresh_db))
+        assert revisit(db=str(fresh_db))["revisited"] == 0  # nothing is an hour old yet
+        _age(fresh_db, hours=1.5)
+        routes["/story"] = html(_edited(SEED))
+        routes["/gone"] = (404, {}, b"")
+        routes["/moved"] = redirect(site.url("/elsewhere"))  # taken down by sending readers to another story
+        routes["/elsewhere"] = html(_story("Ferries Sail Again", "the harbour ferries"))
+        first = revisit(db=str(fresh_db))
+        again = revisit(db=str(fresh_db))  # the same hour: every due age was made
+        requests_before = len(site.requests)
+        _age(fresh_db, hours=5)  # 6.5 h after the first fetch: the 6 h revisit
+        third = revisit(db=str(fresh_db))
+    assert {k: first[k] for k in ("revisited", "changed", "unchanged", "gone")} == \
+           {"revisited": 4, "changed": 1, "unchanged": 1, "gone": 2}
+    assert again["revisited"] == 0
+    assert len(site.requests) - requests_before == 5 and third["unchanged"] == 2 and third["gone"] == 2
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        story = con.execute("SELECT article_id, title, text, version FROM articles WHERE url = ?",
+                            [site.url("/story")]).fetchone()
+        changes = con.execute("SELECT article_id, version, title_before, title_after, title_changed, diff, "
+                              "correction, extractor_changed FROM article_changes").fetchall()
+        kept = con.execute("SELECT text FROM article_versions WHERE article_id = ?", [story[0]]).fetchone()[0]
+        outcomes = con.execute("SELECT a.url, r.outcome, r.reason, r.version FROM revisits r JOIN articles a USING (article_id) "
+                               "WHERE r.run_id = ? ORDER BY a.url", [first["run_id"]]).fetchall()
+        versions = con.execute("SELECT article_id, version FROM articles WHERE version > 1").fetchall()
+        # the article keeps its first fetch (lag, daily counts, who ran a story first go by it)
+        first, revised, kept_fetch = con.execute(
+            "SELECT a.fetched_at, a.revised_at, v.fetched_at FROM articles a JOIN article_versions v USING (article_id)"
+        ).fetchone()
+    assert story[1] == "Putin and Lukashenko Discuss Closer Ties in Minsk" and story[3] == 2
+    assert CORRECTION in story[2] and "Russia isn’t interested" not in story[2]
+    assert "Russia isn’t interested" in kept and CORRECTION not in kept  # the first version, whole
+    [(article_id, version, before, after, title_changed, diff, correction, extractor_changed)] = changes
+    assert (article_id, version, before, after) == (story[0], 2, HEADLINE, story[1])
+    assert title_changed and correction == CORRECTION and extractor_changed is False
+    assert f"+{CORRECTION}" in diff.splitlines()
+    assert any(line.startswith("-“Russia isn’t interested") for line in diff.splitlines())
+    assert versions == [(story[0], 2)]
+    assert first == kept_fetch and timedelta(hours=1.5) <= revised - first < timedelta(hours=2)  # revised at 1.5 h
+    assert outcomes == [(site.url("/gone"), "gone", "http-404", 1), (site.url("/moved"), "gone", "moved-elsewhere", 1),
+                        (site.url("/other"), "unchanged", None, 1), (site.url("/story"), "changed", None, 2)]
+
+
+WORDS = ("harbour ferry council museum bakery storm river bridge market station school library garden festival "
+         "mayor budget vote train road park tower square winter summer island village city coast").split()
+
+
+def _story(title: str, seed: str) -> str:
+    """A news page whose paragraphs share no run of words with another seed's."""
+    pick = random.Random(seed).choice
+    paragraphs = "".join("<p>" + " ".join(pick(WORDS) for _ in range(25)) + ".</p>" for _ in range(8))
+    return f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1>{paragraphs}</article></body></html>"
+
+
+def _age(db: Path, hours: float) -> None:
+    """Move the database's clock back: every fetch and revisit `hours` earlier."""
+    shift = timedelta(hours=hours)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE articles SET fetched_at = fetched_at - ?, revised_at = revised_at - ?", [shift, shift])
+        con.execute("UPDATE article_versions SET fetched_at = fetched_at - ?, replaced_at = replaced_at - ?",
+                    [shift, shift])
+        con.execute("UPDATE revisits SET revisited_at = revisited_at - ?", [shift])
