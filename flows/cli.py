@@ -310,6 +310,7 @@ def clusters(
 
 
 import flows.cli_backfill  # noqa: E402,F401  (registers the backfill, raw and forget commands on `app`)
+import flows.cli_revisit  # noqa: E402,F401  (registers the revisit command on `app`)
 
 
 def main() -> None:

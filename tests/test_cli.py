@@ -120,7 +120,7 @@ def test_sql_still_works(sample_db: Path) -> None:
 
 
 def test_commands_need_a_database(tmp_path: Path) -> None:
-    for command in (["stats"], ["search", "x"], ["export", str(tmp_path / "o")]):
+    for command in (["stats"], ["search", "x"], ["export", str(tmp_path / "o")], ["revisit"]):
         code, out = run(*command, "--db", str(tmp_path / "missing.duckdb"))
         assert code == 2 and "newsflow ingest" in out
 

@@ -90,3 +90,29 @@ def test_locked_database_is_a_clear_error(tmp_path: Path):
                           env={"NEWSFLOW_LOCK_WAIT": "1"})
     assert result.returncode != 0
     assert "locked by another process" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_revisit_reports_a_changed_story(tmp_path: Path):
+    """`newsflow revisit` as a user runs it: the seed page ingested, an hour and a half later
+    its headline changed; the summary says so and `article_changes` shows both headlines."""
+    page = (REPO / "tests" / "fixtures" / "seed_article.html").read_text(encoding="utf-8")
+    db = tmp_path / "news.duckdb"
+    env = {"NEWSFLOW_ALLOW_PRIVATE_HOSTS": "127.0.0.1", "NEWSFLOW_RAW_DIR": str(tmp_path / "raw"),
+           "NEWSFLOW_HOST_DELAY": "0", "COLUMNS": "120"}
+    routes: dict = {"/world/putin-belarus": (200, {"Content-Type": "text/html; charset=utf-8"}, page.encode())}
+    with serve(routes) as site:
+        assert newsflow("ingest", "--url", site.url("/world/putin-belarus"), "--db", str(db), env=env).returncode == 0
+        import duckdb
+
+        with duckdb.connect(str(db)) as con:  # as if it had been fetched 90 minutes ago
+            con.execute("UPDATE articles SET fetched_at = fetched_at - INTERVAL 90 MINUTE")
+        routes["/world/putin-belarus"] = (200, {"Content-Type": "text/html; charset=utf-8"},
+                                          page.replace("Putin Visits Ally Belarus", "Putin Meets Lukashenko").encode())
+        result = newsflow("revisit", "--db", str(db), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [header] = [line.strip("┃").split("┃") for line in result.stdout.splitlines() if line.startswith("┃")]
+    [values] = [line.strip("│").split("│") for line in result.stdout.splitlines() if line.startswith("│")]
+    assert dict(zip([h.strip() for h in header], [v.strip() for v in values], strict=True)) == \
+        {"revisited": "1", "changed": "1"}
+    changes = newsflow("sql", "SELECT title_before, title_after FROM article_changes", "--db", str(db), "--format", "csv")
+    assert changes.stdout.splitlines()[1] == "Russian President Putin Visits Ally Belarus,Russian President Putin Meets Lukashenko"
