@@ -10,7 +10,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from tasks.load import STATES, run_summary, silent_sources
+from tasks.load import REVISIT_OUTCOMES, STATES, revisit_changes, run_summary, silent_sources
 
 COLUMNS = ["source", "discovered", *STATES]
 
@@ -60,6 +60,42 @@ def publish_summary(db: Path, run_id: str, source_states: list[dict[str, Any]],
     create_markdown_artifact(markdown=summary_markdown(summary), key="ingest-summary",
                              description=f"newsflow run {run_id}")
     return summary
+
+
+# Changed articles a revisit run's artifact lists; the rest are in `article_changes`.
+ARTIFACT_CHANGES = 50
+
+
+def publish_revisit_summary(db: Path, run_id: str, summary: dict[str, Any],
+                            logger: logging.Logger | logging.LoggerAdapter) -> list[dict[str, Any]]:
+    """Log a revisit run's outcomes and changed articles, attach them to the flow run as an
+    artifact, and send each correction to Prefect as a `newsflow.article.corrected` event (an
+    automation can notify a desk of it). Returns the run's changes."""
+    changes = revisit_changes(db, run_id)
+    counts = ", ".join(f"{o} {summary[o]}" for o in REVISIT_OUTCOMES if summary.get(o))
+    logger.info("revisited %d: %s", summary["revisited"], counts or "none due")
+    lines = [f"Revisited {summary['revisited']}: {counts or 'none due'}.", ""]
+    if changes:
+        lines += ["| url | headline before | headline after | words | correction |", "|---|---|---|---|---|"]
+        lines += [f"| {c['url']} | {_cell(c['title_before'])} | {_cell(c['title_after'])} | "
+                  f"{c['words_before']} -> {c['words_after']} | {_cell(c['correction'])} |"
+                  for c in changes[:ARTIFACT_CHANGES]]
+        if len(changes) > ARTIFACT_CHANGES:
+            lines.append(f"\n{len(changes) - ARTIFACT_CHANGES} more in `article_changes`.")
+    for change in changes:
+        logger.info("changed: %s (%s -> %s)", change["url"], change["title_before"], change["title_after"])
+        if change["correction"]:
+            emit_event("newsflow.article.corrected",
+                       resource={"prefect.resource.id": f"newsflow.article.{change['article_id']}",
+                                 "prefect.resource.name": change["url"]},
+                       payload={"title": change["title_after"], "correction": change["correction"]})
+    create_markdown_artifact(markdown="\n".join(lines), key="revisit-summary", description=f"newsflow run {run_id}")
+    return changes
+
+
+def _cell(text: str | None) -> str:
+    """Text for a markdown table cell: one line, no column breaks."""
+    return " ".join((text or "").split()).replace("|", "\\|")
 
 
 def _span(length: timedelta) -> str:

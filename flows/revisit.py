@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
+from flows.report import publish_revisit_summary
 from tasks.extract import shutdown_pool
 from tasks.load import (finish_run_task, held, recluster_task, record_revisits_task, refresh_search_task,
                         revisit_candidates_task, start_run_task)
@@ -49,6 +50,6 @@ def revisit(db: str | None = None, limit: int | None = None) -> dict[str, Any]:
         if outcomes["changed"]:
             recluster_task(db_path)  # a changed text may join, leave or stop bridging clusters
             refresh_search_task(db_path)
-    summary = {"run_id": run_id, "revisited": len(due), **{k: outcomes[k] for k in sorted(outcomes)}}
-    get_run_logger().info("revisit: %s", ", ".join(f"{k} {v}" for k, v in summary.items() if k != "run_id"))
+        summary = {"run_id": run_id, "revisited": len(due), **{k: outcomes[k] for k in sorted(outcomes)}}
+        publish_revisit_summary(db_path, run_id, summary, get_run_logger())
     return summary

@@ -928,6 +928,17 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
     return dict(Counter(o for _, o, _, _ in outcomes))
 
 
+def revisit_changes(db: Path | str, run_id: str) -> list[dict[str, Any]]:
+    """The changes one revisit run found (`article_changes` rows), newest article first."""
+    columns = ["article_id", "url", "title_before", "title_after", "words_before", "words_after", "correction"]
+    with connect(db, read_only=True) as con:
+        rows = con.execute(f"SELECT {', '.join('c.' + c for c in columns)} FROM article_changes c "
+                           "JOIN article_versions v ON v.article_id = c.article_id AND v.version + 1 = c.version "
+                           "WHERE v.replaced_by_run = ? ORDER BY c.previous_fetched_at DESC, c.article_id",
+                           [run_id]).fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
 def _new_versions(con: duckdb.DuckDBPyConnection, run_id: str, changes: Sequence[tuple[Article, Any]],
                   first_fetched: dict[str, datetime]) -> None:
     """The stored versions into `article_versions`, then the revisited ones into `articles`

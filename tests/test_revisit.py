@@ -101,7 +101,9 @@ def test_each_age_is_revisited_once_and_old_or_archived_articles_not_at_all(fres
 # --- the flow, against a loopback site -----------------------------------------------------------------
 
 @pytest.mark.usefixtures("prefect_harness", "newsflow_env")
-def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fresh_db: Path):
+def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fresh_db: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    import flows.report
     from flows.ingest import ingest
     from flows.revisit import revisit
     from tests.servers import html, redirect, serve
@@ -110,6 +112,12 @@ def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fr
     routes = {"/story": html(SEED), "/other": html(_story("Council Approves Cycle Lane", "the cycle lane")),
               "/gone": html(_story("Museum Reopens After Flood", "the museum")),
               "/moved": html(_story("Bakery Wins Bread Prize", "the bakery"))}
+    events: list[tuple] = []
+    monkeypatch.setattr(flows.report, "emit_event", lambda event, resource, payload: events.append(
+        (event, resource["prefect.resource.name"], payload)))
+    artifacts: list[str] = []
+    monkeypatch.setattr(flows.report, "create_markdown_artifact", lambda markdown, key, description: artifacts.append(
+        markdown) if key == "revisit-summary" else None)
     with serve(routes) as site:
         ingest(urls=[site.url(p) for p in routes], db=str(fresh_db))
         assert revisit(db=str(fresh_db))["revisited"] == 0  # nothing is an hour old yet
@@ -136,6 +144,7 @@ def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fr
         outcomes = con.execute("SELECT a.url, r.outcome, r.reason, r.version FROM revisits r JOIN articles a USING (article_id) "
                                "WHERE r.run_id = ? ORDER BY a.url", [first["run_id"]]).fetchall()
         versions = con.execute("SELECT article_id, version FROM articles WHERE version > 1").fetchall()
+        words = con.execute("SELECT words_before, words_after FROM article_changes").fetchone()
         # the article keeps its first fetch (lag, daily counts, who ran a story first go by it)
         first, revised, kept_fetch = con.execute(
             "SELECT a.fetched_at, a.revised_at, v.fetched_at FROM articles a JOIN article_versions v USING (article_id)"
@@ -149,6 +158,13 @@ def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fr
     assert f"+{CORRECTION}" in diff.splitlines()
     assert any(line.startswith("-“Russia isn’t interested") for line in diff.splitlines())
     assert versions == [(story[0], 2)]
+    # each run's outcomes and changed articles are attached to its flow run
+    assert len(artifacts) == 4 and artifacts[0].startswith("Revisited 0: none due.")
+    assert artifacts[1].splitlines()[0] == "Revisited 4: changed 1, unchanged 1, gone 2."
+    assert artifacts[1].splitlines()[-1] == (f"| {site.url('/story')} | {HEADLINE} | {story[1]} | "
+                                             f"{words[0]} -> {words[1]} | {CORRECTION} |")
+    # the correction is sent to Prefect for an automation to act on, once
+    assert events == [("newsflow.article.corrected", site.url("/story"), {"title": story[1], "correction": CORRECTION})]
     assert first == kept_fetch and timedelta(hours=1.5) <= revised - first < timedelta(hours=2)  # revised at 1.5 h
     assert outcomes == [(site.url("/gone"), "gone", "http-404", 1), (site.url("/moved"), "gone", "moved-elsewhere", 1),
                         (site.url("/other"), "unchanged", None, 1), (site.url("/story"), "changed", None, 2)]
