@@ -73,6 +73,8 @@ def raw(
     article_id: Annotated[str, typer.Argument(help="the article's article_id")],
     db: DbOption = None,
     headers: Annotated[bool, typer.Option("--headers", help="print the HTTP status line and headers first")] = False,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="an earlier version, as a revisit "
+                                                "found it (1: as first fetched); default: the newest")] = None,
 ) -> None:
     """Print an article's raw page as archived (decoded to text)."""
     from tasks.archive import read_raw
@@ -86,10 +88,12 @@ def raw(
         with connect(db_path, read_only=True) as con:
             row = con.execute("SELECT raw_path, raw_offset, raw_length FROM articles WHERE article_id = ?",
                               [article_id]).fetchone()
+            if row is not None and version is not None:
+                row = _version_raw(con, article_id, version)
     except DatabaseLockedError as exc:
         _fail(str(exc))
     if row is None:
-        _fail(f"no article {article_id}")
+        _fail(f"no article {article_id}" + (f" in version {version}" if version else ""))
     if row[0] is None:
         _fail(f"article {article_id} has no archived raw page")
     try:
@@ -100,6 +104,18 @@ def raw(
         print(f"{response.status} {response.url}")
         print("".join(f"{k}: {v}\n" for k, v in response.headers))
     sys.stdout.write(_page_text(response.body, response.header("content-type")))
+
+
+def _version_raw(con: Any, article_id: str, version: int) -> tuple[str | None, int, int] | None:
+    """Where version `version` of an article has its raw page: `articles` holds the newest,
+    `article_versions` the ones revisits replaced (a database no revisit has opened has neither)."""
+    if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'article_versions'").fetchall():
+        return con.execute("SELECT raw_path, raw_offset, raw_length FROM articles WHERE article_id = ? AND ? = 1",
+                           [article_id, version]).fetchone()
+    return con.execute(
+        "SELECT raw_path, raw_offset, raw_length FROM articles WHERE article_id = $id AND version = $v "
+        "UNION ALL SELECT raw_path, raw_offset, raw_length FROM article_versions WHERE article_id = $id AND version = $v",
+        {"id": article_id, "v": version}).fetchone()
 
 
 def _page_text(body: bytes, content_type: str | None) -> str:

@@ -114,5 +114,13 @@ def test_revisit_reports_a_changed_story(tmp_path: Path):
     [values] = [line.strip("│").split("│") for line in result.stdout.splitlines() if line.startswith("│")]
     assert dict(zip([h.strip() for h in header], [v.strip() for v in values], strict=True)) == \
         {"revisited": "1", "changed": "1"}
-    changes = newsflow("sql", "SELECT title_before, title_after FROM article_changes", "--db", str(db), "--format", "csv")
-    assert changes.stdout.splitlines()[1] == "Russian President Putin Visits Ally Belarus,Russian President Putin Meets Lukashenko"
+    changes = newsflow("sql", "SELECT title_before, title_after, article_id FROM article_changes", "--db", str(db),
+                       "--format", "csv")
+    before, after, article_id = changes.stdout.splitlines()[1].split(",")
+    assert (before, after) == ("Russian President Putin Visits Ally Belarus", "Russian President Putin Meets Lukashenko")
+    # both raw pages are kept: the first as fetched, the newest by default
+    first, newest = (newsflow("raw", article_id, "--db", str(db), *v).stdout for v in (["--version", "1"], []))
+    assert "<h1 class=\"entry-title\">Russian President Putin Visits Ally Belarus</h1>" in first
+    assert "<h1 class=\"entry-title\">Russian President Putin Meets Lukashenko</h1>" in newest
+    missing = newsflow("raw", article_id, "--db", str(db), "--version", "3")
+    assert missing.returncode == 2 and f"no article {article_id} in version 3" in missing.stderr
