@@ -1370,12 +1370,18 @@ def has_search_index(db: Path | str, wait: float | None = None) -> bool:
 
 def stats(db: Path | str, since: str | None = None,
           wait: float | None = None) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
-    """The `source_health` and `daily_articles` views, from `since` (a date) on: name -> (columns, rows)."""
+    """The `source_health` and `daily_articles` views, from `since` (a date) on, and
+    `source_revisions` where articles were revisited: name -> (columns, rows)."""
     out = {}
     with connect(db, read_only=True, wait=wait) as con:
-        for view in ("source_health", "daily_articles"):
-            cur = con.execute(f"SELECT * FROM {view}(?)", [since or "1970-01-01"])
+        for view in ("source_health", "daily_articles", "source_revisions"):
+            try:
+                cur = con.execute(f"SELECT * FROM {view}(?)", [since or "1970-01-01"])
+            except duckdb.CatalogException:  # a database last written by a newsflow without the view
+                continue
             out[view] = ([d[0] for d in cur.description or []], cur.fetchall())
+    if not out.get("source_revisions", ([], [None]))[1]:
+        out.pop("source_revisions", None)  # no revisits: no table to print
     return out
 
 

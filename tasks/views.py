@@ -115,6 +115,26 @@ WHERE CAST(timezone('UTC', coalesce(published_at, fetched_at)) AS DATE) >= CAST(
 GROUP BY ALL ORDER BY day DESC, source;
 
 CREATE OR REPLACE VIEW daily_articles AS SELECT * FROM daily_articles('{EPOCH}');
+
+-- Revisits (tasks/revisit.py): per source, the articles revisited since `since`, and how many of
+-- them changed, changed their headline, added a correction or were taken down.
+CREATE OR REPLACE MACRO source_revisions(since) AS TABLE
+WITH r AS (
+    SELECT article_id, bool_or(outcome = 'changed') AS changed, bool_or(outcome = 'gone') AS gone
+    FROM revisits WHERE revisited_at >= CAST(since AS TIMESTAMPTZ) GROUP BY article_id
+), v AS (
+    SELECT article_id, bool_or(title_changed) AS headline, bool_or(correction IS NOT NULL) AS corrected
+    FROM article_versions WHERE replaced_at >= CAST(since AS TIMESTAMPTZ) GROUP BY article_id
+)
+SELECT a.source, count(*) AS revisited, count(*) FILTER (WHERE r.changed) AS changed,
+       count(*) FILTER (WHERE r.changed) / count(*) AS changed_rate,
+       count(*) FILTER (WHERE v.headline) AS headline_changed,
+       count(*) FILTER (WHERE v.corrected) AS corrected,
+       count(*) FILTER (WHERE r.gone) AS gone
+FROM r JOIN articles a USING (article_id) LEFT JOIN v USING (article_id)
+GROUP BY a.source ORDER BY a.source;
+
+CREATE OR REPLACE VIEW source_revisions AS SELECT * FROM source_revisions('{EPOCH}');
 """
 
 # Porter stemming and English stop words are fts's defaults; accents and case are folded.

@@ -145,6 +145,13 @@ def test_an_updated_story_becomes_a_new_version_and_an_unchanged_one_does_not(fr
                                "WHERE r.run_id = ? ORDER BY a.url", [first["run_id"]]).fetchall()
         versions = con.execute("SELECT article_id, version FROM articles WHERE version > 1").fetchall()
         words = con.execute("SELECT words_before, words_after FROM article_changes").fetchone()
+    from tasks.load import stats
+
+    columns, [row] = stats(fresh_db)["source_revisions"]
+    assert dict(zip(columns, row, strict=True)) == {"source": "urls", "revisited": 4, "changed": 1, "changed_rate": 0.25,
+                                                    "headline_changed": 1, "corrected": 1, "gone": 2}
+    assert "source_revisions" not in stats(fresh_db, since=(datetime.now(UTC) + timedelta(days=1)).date().isoformat())
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
         # the article keeps its first fetch (lag, daily counts, who ran a story first go by it)
         first, revised, kept_fetch = con.execute(
             "SELECT a.fetched_at, a.revised_at, v.fetched_at FROM articles a JOIN article_versions v USING (article_id)"
