@@ -32,14 +32,15 @@ from tasks.similarity import jaccard
 # is "gone" and the stored article stays as it was last seen.
 GONE_STATUSES = frozenset({404, 410})
 
-# Phrases with which English-language newsrooms mark a correction or an update in the story
-# itself (AP, Reuters, the Guardian, the NYT style guides: "Correction:", "An earlier version
-# of this article...", "This story has been updated to..."). A line the new version adds that
-# holds one is kept as the change's `correction`. Other languages are not matched.
+# How English-language newsrooms mark a correction or an update in the story itself (AP,
+# Reuters, the Guardian and NYT style: "Correction:" or "Clarification:" or "Editor's note:"
+# opening a line, "An earlier version of this article...", "This story has been updated to...").
+# A line the new version adds that matches is kept as the change's `correction`. A word alone
+# ("the ministry corrected its forecast") is not a notice. Other languages are not matched.
 CORRECTION = re.compile(
-    r"\b(?:correction|corrected|clarification|an earlier version|a previous version"
-    r"|this (?:article|story|report|post) (?:has been|was|is) (?:updated|amended|corrected|changed)"
-    r"|updated to (?:reflect|include|correct|clarify)|editor'?s note)\b",
+    r"^\W*(?:correction|clarification|editor[’']?s note)\b"
+    r"|\b(?:an earlier|a previous) version of this\b"
+    r"|\bthis (?:article|story|report|post) (?:has been|was) (?:updated|amended|corrected|changed)\b",
     re.IGNORECASE,
 )
 

@@ -60,9 +60,14 @@ def test_a_page_that_now_names_another_url_is_a_version_only_if_it_tells_the_sam
     assert not moved_elsewhere("https://a.example/live", "https://a.example/live", story, "A rewritten live page.")
 
 
-def test_a_line_that_only_mentions_correctness_is_not_a_correction():
-    change = compare("T", "One.", "T", "One.\nThe minister said the figures were correct.")
-    assert change is not None and change.correction is None
+def test_only_a_notice_is_a_correction_not_a_mention_of_one():
+    for line in ("The minister said the figures were correct.", "The ministry corrected its forecast on Tuesday.",
+                 "A correction to the budget is expected next week."):
+        change = compare("T", "One.", "T", f"One.\n{line}")
+        assert change is not None and change.correction is None, line
+    for notice in ("CORRECTION: The vote was on Tuesday.", "Editor’s note: names have been changed.",
+                   "An earlier version of this article misspelt the mayor's name."):
+        assert compare("T", "One.", "T", f"One.\n{notice}").correction == notice  # type: ignore[union-attr]
     updated = compare("T", "One.", "T", "One.\nThis story has been updated to include the minister's reply.")
     assert updated is not None and updated.correction == "This story has been updated to include the minister's reply."
 
