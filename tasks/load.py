@@ -32,7 +32,7 @@ from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures, i
 from tasks.boilerplate import MAX_WORDS, MIN_ARTICLES, MIN_SHARE, line_key, tokens
 from tasks.dedupe import Forgotten, KnownKeys, mark_duplicates, skip_forgotten, url_variants
 from tasks.normalise import canonical_url, clean_domains, domain_of
-from tasks.records import Article, State
+from tasks.records import Article, SourceKind, State
 from tasks.settings import Settings, size_in_bytes
 from tasks.similarity import signatures
 from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
@@ -821,7 +821,7 @@ LEFT JOIN article_versions nxt ON nxt.article_id = v.article_id AND nxt.version 
 """
 SCHEMA += REVISIT_SCHEMA
 
-REVISIT_OUTCOMES = ["changed", "unchanged", "gone", *[s for s in STATES if s != "loaded"]]
+REVISIT_OUTCOMES = ["changed", "unchanged", "gone", *[s for s in STATES if s not in ("loaded", "duplicate")]]
 
 
 def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: datetime,
@@ -836,8 +836,6 @@ def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: dateti
     """
     if not after_hours or limit <= 0 or not Path(db).exists():
         return []
-    from tasks.records import SourceKind
-
     with connect(db, read_only=True) as con:
         if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'revisits'").fetchall():
             return []  # a database no run of this newsflow has opened yet
@@ -1417,7 +1415,6 @@ def retry_candidates(db: Path | str | None, settings: Settings) -> list[Article]
     the records carry the URL, its source and the source's kind only.
     """
     from tasks.fetch import TRANSIENT_REASONS  # the reason vocabulary lives with the fetcher
-    from tasks.records import SourceKind
 
     db = Path(db) if db else settings.db
     if not db.exists():
