@@ -201,3 +201,24 @@ def _age(db: Path, hours: float) -> None:
         con.execute("UPDATE article_versions SET fetched_at = fetched_at - ?, replaced_at = replaced_at - ?",
                     [shift, shift])
         con.execute("UPDATE revisits SET revisited_at = revisited_at - ?", [shift])
+
+
+@pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+def test_a_page_that_now_redirects_to_a_private_address_is_not_followed(fresh_db: Path):
+    """A revisit goes through the same guard as an ingest: 127.0.0.2 is not allow-listed
+    (newsflow_env allows 127.0.0.1), so it never sees a request."""
+    from flows.ingest import ingest
+    from flows.revisit import revisit
+    from tests.servers import html, redirect, serve
+
+    routes = {"/story": html(SEED)}
+    with serve({"/": html("secret")}, host="127.0.0.2") as forbidden, serve(routes) as site:
+        ingest(urls=[site.url("/story")], db=str(fresh_db))
+        _age(fresh_db, hours=1.5)
+        routes["/story"] = redirect(forbidden.url("/"))
+        summary = revisit(db=str(fresh_db))
+    assert summary["skipped"] == 1 and forbidden.requests == []
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        assert con.execute("SELECT outcome, reason, version FROM revisits").fetchall() == [
+            ("skipped", "private-address", 1)]
+        assert con.execute("SELECT title FROM articles").fetchall() == [(HEADLINE,)]  # as last seen
