@@ -222,3 +222,44 @@ def test_a_page_that_now_redirects_to_a_private_address_is_not_followed(fresh_db
         assert con.execute("SELECT outcome, reason, version FROM revisits").fetchall() == [
             ("skipped", "private-address", 1)]
         assert con.execute("SELECT title FROM articles").fetchall() == [(HEADLINE,)]  # as last seen
+
+
+@pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+def test_a_revisit_cut_short_is_finished_by_the_next_run(fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    """One batch a page; the second batch's load fails (twice: its retry too), the run stops.
+    The next run revisits what is left, and every article ends with one new version and one
+    `revisits` row, as in a run that was never cut."""
+    import tasks.load
+    from flows.ingest import ingest
+    from flows.revisit import revisit
+    from tests.servers import html, serve
+
+    pages = {f"/{name}": _story(f"The {name.title()} Story", name) for name in ("alpha", "beta", "gamma")}
+    routes = {path: html(page) for path, page in pages.items()}
+    with serve(routes) as site:
+        ingest(urls=[site.url(p) for p in routes], db=str(fresh_db))
+        _age(fresh_db, hours=1.5)
+        for path, page in pages.items():
+            routes[path] = html(page.replace("</article>", f"<p>{CORRECTION}</p></article>"))
+        monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "1")
+        new_versions = tasks.load._new_versions
+
+        def crash_on_beta(con, run_id, changes, first_fetched):
+            if any(r.url.endswith("/beta") for r, _ in changes):
+                raise RuntimeError("the machine went down")
+            return new_versions(con, run_id, changes, first_fetched)
+
+        monkeypatch.setattr(tasks.load, "_new_versions", crash_on_beta)
+        with pytest.raises(RuntimeError, match="went down"):
+            revisit(db=str(fresh_db))
+        with duckdb.connect(str(fresh_db), read_only=True) as con:
+            done = con.execute("SELECT count(*) FROM revisits").fetchone()[0]
+        monkeypatch.setattr(tasks.load, "_new_versions", new_versions)
+        finished = revisit(db=str(fresh_db))
+    assert 1 <= done < 3 and finished["changed"] == 3 - done
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT article_id), count(*), count(*) FILTER (WHERE outcome = 'changed') "
+                           "FROM revisits").fetchone() == (3, 3, 3)
+        assert con.execute("SELECT version, count(*) FROM articles GROUP BY ALL").fetchall() == [(2, 3)]
+        assert con.execute("SELECT version, count(*), count(correction) FROM article_versions GROUP BY ALL"
+                           ).fetchall() == [(1, 3, 3)]
