@@ -515,7 +515,7 @@ def load_batch(db: Path | str, run_id: str, records: Sequence[Article],
         if new:
             _insert_articles(con, run_id, new)
             _cluster(con, new)
-        _insert_aliases(con, final, now)
+        _insert_aliases(con, [r for r in final if r.article_id and r.state in (State.LOADED, State.DUPLICATE)], now)
         _insert_fetches(con, run_id, final, now)
         if partition is not None:
             _upsert_partition(con, partition, run_id, now)
@@ -616,11 +616,11 @@ def _signature(record: Article) -> np.ndarray | None:
 
 
 def _insert_aliases(con: duckdb.DuckDBPyConnection, records: Sequence[Article], now: datetime) -> None:
+    """Each record's URL variants as aliases of its article, where no article has them yet."""
     pairs: dict[str, str] = {}
     for r in records:
-        if r.article_id and r.state in (State.LOADED, State.DUPLICATE):
-            for variant in url_variants(r):
-                pairs.setdefault(variant, r.article_id)
+        for variant in url_variants(r):
+            pairs.setdefault(variant, r.article_id)  # type: ignore[arg-type]
     if not pairs:
         return
     staged = pa.table({"url": list(pairs), "article_id": list(pairs.values())})  # noqa: F841
@@ -911,6 +911,11 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
                 outcomes.append((record, "changed", None, version + 1))
         if changes:
             _new_versions(con, run_id, changes, {i: row[5] for i, row in stored.items()})
+        # a page that moved (a new slug, a new rel=canonical) with its story: its new URLs lead here
+        moved = [r for r, outcome, _, _ in outcomes if outcome in ("changed", "unchanged")
+                 and r.canonical_url != stored[r.article_id][6]]  # type: ignore[index]
+        if moved:
+            _insert_aliases(con, moved, now)
         staged = pa.table({  # noqa: F841
             "article_id": [r.article_id for r, *_ in outcomes],
             "url": [r.final_url or r.url for r, *_ in outcomes],

@@ -263,3 +263,24 @@ def test_a_revisit_cut_short_is_finished_by_the_next_run(fresh_db: Path, monkeyp
         assert con.execute("SELECT version, count(*) FROM articles GROUP BY ALL").fetchall() == [(2, 3)]
         assert con.execute("SELECT version, count(*), count(correction) FROM article_versions GROUP BY ALL"
                            ).fetchall() == [(1, 3, 3)]
+
+
+@pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+def test_a_story_moved_to_a_new_slug_is_a_new_version_and_its_new_url_leads_to_it(fresh_db: Path):
+    from flows.ingest import ingest
+    from flows.revisit import revisit
+    from tests.servers import html, redirect, serve
+
+    routes = {"/2026/putin-visits-belarus": html(SEED)}
+    with serve(routes) as site:
+        ingest(urls=[site.url("/2026/putin-visits-belarus")], db=str(fresh_db))
+        _age(fresh_db, hours=1.5)
+        routes["/2026/putin-visits-belarus"] = redirect(site.url("/2026/putin-meets-lukashenko"))
+        routes["/2026/putin-meets-lukashenko"] = html(SEED.replace(HEADLINE, "Putin Meets Lukashenko in Minsk"))
+        assert revisit(db=str(fresh_db))["changed"] == 1
+        fetched = len(site.requests)
+        [again] = ingest(urls=[site.url("/2026/putin-meets-lukashenko")], db=str(fresh_db))
+    assert (again["duplicate"], len(site.requests)) == (1, fetched)  # known by its new URL: not fetched again
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        assert con.execute("SELECT count(*), max(version) FROM articles").fetchone() == (1, 2)
+        assert con.execute("SELECT count(DISTINCT article_id) FROM url_aliases").fetchone() == (1,)
