@@ -153,6 +153,32 @@ def test_own_news_page_keeps_the_article_and_drops_the_furniture() -> None:
     assert page.word_count == word_count(page.text) > 0  # counted once, here, for every later stage
 
 
+GERMAN = ["Der Stadtrat hat am Dienstag beschlossen, die Straßenbahnlinie bis zum neuen Krankenhaus im Osten "
+          "der Stadt zu verlängern. Die Bauarbeiten sollen im kommenden Frühjahr beginnen und etwa zwei Jahre dauern.",
+          "Anwohner hatten seit Jahren eine bessere Verbindung gefordert. Die Kosten werden auf rund vierzig "
+          "Millionen Euro geschätzt, von denen das Land einen großen Teil übernehmen will."] * 3
+
+
+def test_a_page_that_declares_no_language_gets_the_one_its_text_is_in() -> None:
+    undeclared = news_page(GERMAN).replace(' lang="en-GB"', "")
+    assert ' lang="' not in undeclared and "og:locale" not in undeclared  # it says nothing
+    page = extract_page(undeclared, "https://gazette.example/news/tram-extension")
+    assert page is not None and (page.language, dict(page.field_sources)["language"]) == ("de", "text")
+    # a declared language is kept as declared (the text is not checked against it)
+    declared = extract_page(news_page(GERMAN), "https://gazette.example/news/tram-extension")
+    assert declared is not None and declared.language == "en-GB" and dict(declared.field_sources)["language"] != "text"
+
+
+def test_a_language_is_detected_only_when_the_text_is_clear_enough() -> None:
+    from tasks.extract import detected_language
+
+    assert detected_language(" ".join(GERMAN)) == "de"
+    assert detected_language("Le conseil municipal a approuvé mardi le prolongement du tramway vers le nouvel "
+                             "hôpital, un projet attendu depuis des années par les habitants du quartier.") == "fr"
+    assert detected_language("") is None
+    assert detected_language("12:30 | 4-2 | 17.5%") is None  # no words to go by
+
+
 def test_canonical_link_is_none_when_the_page_gives_none() -> None:
     page = extract_page(news_page(PARAGRAPHS).replace('<link rel="canonical" href="https://gazette.example/news/tram-extension">', ""),
                         "https://gazette.example/x")
