@@ -63,7 +63,7 @@ def ingest(
     feed: Annotated[list[str] | None, typer.Option("--feed", help="RSS/Atom/JSON feed URL or file (repeatable)")] = None,
     sitemap: Annotated[list[str] | None, typer.Option("--sitemap", help="sitemap or sitemap index URL or file (repeatable)")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", help="article URL (repeatable)")] = None,
-    urls_file: Annotated[Path | None, typer.Option("--urls-file", help="text file of URLs, one per line")] = None,
+    urls_file: Annotated[Path | None, typer.Option("--urls-file", help="text file of URLs, one per line; or a .csv, .tsv or .parquet table with a url column")] = None,
     warc: Annotated[list[str] | None, typer.Option("--warc", help="WARC file path or http(s) URL (repeatable)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="re-drive URLs whose last state was a "
                                                "transient failure (alone: only those)")] = False,

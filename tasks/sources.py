@@ -513,11 +513,94 @@ def parse_url_lines(text: str, source: str, *, where: str | None = None) -> tupl
 
 
 def _url_file_entries(path: str, problems: list[SourceProblem]) -> Iterator[tuple[str, Hints]]:
+    suffix = Path(path).suffix.lower()
     try:
+        if suffix in TABLE_SUFFIXES:
+            yield from _table_entries(path, suffix, problems)
+            return
         with open(path, "rb") as lines:  # bytes: a line that is not UTF-8 is that line's problem
             yield from _url_entries(lines, path, problems)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read URL list: {exc}") from exc
+
+
+# A URL list may be a table (a GDELT or a newsroom's export, a data team's Parquet): one row per
+# URL, in the first column named one of URL_COLUMNS; the columns named in HINT_COLUMNS become the
+# URL's hints, as a feed entry's would (fallbacks for what the page lacks, kept in feed_* columns).
+TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})
+URL_COLUMNS = ("url", "link", "source_url", "sourceurl", "documentidentifier")
+HINT_COLUMNS = {
+    "title": ("title", "headline"),
+    "published": ("published", "published_at", "date", "pubdate", "publication_date"),
+    "guid": ("guid", "id"),
+    "categories": ("categories", "category", "section", "keywords"),
+}
+TABLE_BATCH_ROWS = 10_000  # Parquet rows read at once: a file of millions is never held whole
+
+
+def _table_entries(path: str, suffix: str, problems: list[SourceProblem]) -> Iterator[tuple[str, Hints]]:
+    """The valid URLs of a CSV, TSV or Parquet file's rows, with their hints; each invalid row is a
+    problem named `path:row` (row 1 is the first after a CSV's header)."""
+    rows = _parquet_rows(path) if suffix == ".parquet" else _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+    columns = next(rows)
+    lowered = {c.strip().lower(): c for c in columns}
+    url_column = next((lowered[name] for name in URL_COLUMNS if name in lowered), None)
+    if url_column is None:
+        raise SourceError(f"{path}: no URL column (one of {', '.join(URL_COLUMNS)}) among {', '.join(columns)}")
+    hint_columns = {hint: next((lowered[n] for n in names if n in lowered), None) for hint, names in HINT_COLUMNS.items()}
+    for number, row in enumerate(rows, 1):
+        url = str(row.get(url_column) or "").strip()
+        if _valid_url(url):
+            yield url, _row_hints(row, hint_columns)
+        elif url:
+            _problem(problems, f"{path}:{number}", f"not an http(s) URL: {url!r}")
+        else:
+            _problem(problems, f"{path}:{number}", "no URL")
+
+
+def _row_hints(row: dict[str, Any], columns: dict[str, str | None]) -> Hints:
+    def value(hint: str) -> Any:
+        column = columns[hint]
+        return None if column is None else row.get(column)
+
+    published = value("published")
+    categories = value("categories")
+    if isinstance(categories, str):
+        categories = categories.replace(";", ",").split(",")
+    return Hints(
+        title=_clean(value("title")),
+        published=(published.astimezone(UTC) if published.tzinfo else published.replace(tzinfo=UTC))
+        if isinstance(published, datetime) else parse_date(_clean(published)),
+        guid=_clean(value("guid")),
+        categories=_distinct(str(c) for c in categories or () if c is not None),
+    )
+
+
+def _csv_rows(path: str, delimiter: str) -> Iterator[Any]:
+    """The header, then each row as a dict, read as it goes (UTF-8, a BOM allowed)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream, delimiter=delimiter)
+        try:
+            yield reader.fieldnames or []
+            yield from reader
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SourceError(f"{path}: cannot read line {reader.line_num}: {exc}") from exc
+
+
+def _parquet_rows(path: str) -> Iterator[Any]:
+    """The column names, then each row as a dict, a batch of rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a Parquet file: {exc}") from exc
+    yield parquet.schema_arrow.names
+    for batch in parquet.iter_batches(batch_size=TABLE_BATCH_ROWS):
+        yield from batch.to_pylist()
 
 
 def _url_entries(lines: Iterable[str | bytes], where: str,

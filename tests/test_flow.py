@@ -134,3 +134,18 @@ def test_a_cut_warc_keeps_the_records_before_the_cut_and_says_why(fresh_db: Path
     assert snapshot_rows(fresh_db, "SELECT discovered FROM runs") == [(len(before_the_cut),)]
     [(status, error)] = snapshot_rows(fresh_db, "SELECT last_status, last_error FROM sources")
     assert status == "error" and "truncated" in error
+
+
+def test_a_csv_url_list_lands_with_its_rows_hints(fresh_db: Path, tmp_path: Path):
+    from flows.ingest import ingest
+    from tests.servers import serve
+
+    page = (Path(__file__).parent / "fixtures" / "seed_article.html").read_bytes()
+    with serve({"/story": (200, {"Content-Type": "text/html; charset=utf-8"}, page)}) as site:
+        export = tmp_path / "export.csv"
+        export.write_text(f"url,title,section\n{site.url('/story')},Putin in Minsk,World;Europe\nnot-a-url,x,y\n")
+        [entry] = ingest(urls_file=str(export), db=str(fresh_db))
+    assert (entry["discovered"], entry["loaded"]) == (1, 1)
+    assert f"{export}:2" in snapshot_rows(fresh_db, "SELECT last_error FROM sources")[0][0]  # the bad row, named
+    assert snapshot_rows(fresh_db, "SELECT feed_title, feed_categories FROM articles") == [
+        ("Putin in Minsk", ["World", "Europe"])]

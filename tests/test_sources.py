@@ -21,7 +21,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from tasks.archive import read_raw
-from tasks.records import Article, SourceKind
+from tasks.records import Article, Hints, SourceKind
 from tasks.settings import Settings
 from tasks.sources import (
     MAX_SITEMAP_URLS,
@@ -34,6 +34,7 @@ from tasks.sources import (
     discover_sitemap,
     discover_urls,
     download_warc,
+    iter_url_file,
     iter_warc,
     load_sources_file,
     parse_feed,
@@ -336,6 +337,52 @@ def test_url_values_and_single_url_sources() -> None:
     records, problems = discover_urls("https://a.example.com/2", source="urls")
     assert urls_of(records) == ["https://a.example.com/2"] and problems == []
     assert parse_url_lines("", "urls") == ([], [])
+
+
+def test_a_csv_url_list_gives_each_url_its_row_as_hints(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("\ufeffURL,Headline,Date,Section,Notes\n"
+                    "https://news.example.com/a,Council passes budget,2026-11-28T09:30:00+01:00,Politics; Local,x\n"
+                    "not a url,Broken row,2026-11-28,,\n"
+                    ",Empty row,,,\n"
+                    "https://news.example.com/b,,yesterday,,\n", encoding="utf-8")
+    records, problems = discover_urls(str(path))
+    assert urls_of(records) == ["https://news.example.com/a", "https://news.example.com/b"]
+    first, second = records
+    assert first.hints.title == "Council passes budget"
+    assert first.hints.published == datetime(2026, 11, 28, 8, 30, tzinfo=UTC)
+    assert first.hints.categories == ("Politics", "Local")
+    assert second.hints == Hints()  # an unparsable date is no date
+    assert problems == [SourceProblem(f"{path}:2", "not an http(s) URL: 'not a url'"),
+                        SourceProblem(f"{path}:3", "no URL")]
+
+
+def test_a_parquet_url_list_is_read_with_its_typed_columns(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "urls.parquet"
+    pq.write_table(pa.table({
+        "link": ["https://news.example.com/a", "https://news.example.com/b"],
+        "published_at": pa.array([datetime(2026, 11, 28, 9, 30), None], pa.timestamp("us")),
+        "keywords": [["storm", "harbour"], None],
+        "id": ["guid-1", "guid-2"],
+    }), path)
+    records = list(iter_url_file(str(path), source="export"))
+    assert urls_of(records) == ["https://news.example.com/a", "https://news.example.com/b"]
+    assert records[0].hints == Hints(published=datetime(2026, 11, 28, 9, 30, tzinfo=UTC), guid="guid-1",
+                                     categories=("storm", "harbour"))  # a naive timestamp is UTC
+    assert records[1].hints == Hints(guid="guid-2") and {r.source for r in records} == {"export"}
+
+
+def test_a_table_without_a_url_column_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "export.tsv"
+    path.write_text("address\ttitle\nhttps://news.example.com/a\tA\n")
+    with pytest.raises(SourceError, match=r"no URL column \(one of url, link.*\) among address, title"):
+        discover_urls(str(path))
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(SourceError, match="not a Parquet file"):
+        discover_urls(str(tmp_path / "bad.parquet"))
 
 
 def test_missing_url_list_raises() -> None:
