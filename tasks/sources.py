@@ -47,8 +47,8 @@ from warcio.recordloader import ArcWarcRecord
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from tasks.fetch import FetchError, download, fetch_document
-from tasks.normalise import parse_date
-from tasks.records import Article, Hints, RawRef, SourceKind
+from tasks.normalise import OpaqueGoogleNewsLink, google_news_target, parse_date
+from tasks.records import Article, Hints, RawRef, SourceKind, State
 from tasks.settings import Settings
 
 
@@ -240,9 +240,21 @@ def _unique_records(entries: Iterable[tuple[str, Hints]], source: str, kind: Sou
     """One record per distinct URL (first one wins), http(s) links only."""
     seen: dict[str, Article] = {}
     for url, hints in entries:
-        if _is_http(url) and url not in seen:
-            seen[url] = Article(url=url, source=source, source_kind=kind, hints=hints)
+        if _is_http(url):
+            record = candidate(url, source, kind, hints)
+            seen.setdefault(record.url, record)
     return list(seen.values())
+
+
+def candidate(url: str, source: str, kind: SourceKind, hints: Hints = Hints()) -> Article:
+    """A discovered URL's record: a Google News article link becomes the publisher's URL it
+    encodes, or, where only Google could resolve it, a record skipped with that reason
+    (`tasks.normalise.google_news_target`)."""
+    try:
+        url = google_news_target(url) or url
+    except OpaqueGoogleNewsLink:
+        return Article(url=url, source=source, source_kind=kind, hints=hints).finish(State.SKIPPED, "google-news-opaque")
+    return Article(url=url, source=source, source_kind=kind, hints=hints)
 
 
 def _xml_feed_entries(data: bytes, feed_url: str) -> list[tuple[str, Hints]]:
@@ -493,7 +505,7 @@ def iter_url_file(path: str, *, source: str | None = None,
     Raises SourceError, after the lines before it, if the file cannot be read."""
     source = source or path
     for url, hints in _url_file_entries(path, problems if problems is not None else []):
-        yield Article(url=url, source=source, source_kind=SourceKind.URLS, hints=hints)
+        yield candidate(url, source, SourceKind.URLS, hints)
 
 
 def urls_from_values(values: Iterable[str], source: str = "urls") -> tuple[list[Article], list[SourceProblem]]:

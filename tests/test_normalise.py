@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -213,3 +214,26 @@ def test_authors_drop_placeholder_accounts_and_the_site_name() -> None:
 
     assert clean_authors(["Admin"]) == ()
     assert clean_authors(["By Jane Roe, Senior Correspondent", "Riverside Gazette"], "Riverside Gazette") == ("Jane Roe",)
+
+
+# --- Google News article links --------------------------------------------------------------------
+
+def google_news_link(target: bytes, path: str = "rss/articles") -> str:
+    """A Google News article link as Google writes them: a base64url protobuf, field 1 a varint,
+    field 4 the target, field 26 (older links) an AMP URL."""
+    message = b"\x08\x13\x22" + bytes([len(target)]) + target + b"\xd2\x01\x00"
+    return f"https://news.google.com/{path}/{base64.urlsafe_b64encode(message).decode().rstrip('=')}?oc=5"
+
+
+def test_a_google_news_link_gives_the_publisher_url_it_carries() -> None:
+    from tasks.normalise import OpaqueGoogleNewsLink, google_news_target
+
+    url = "https://www.harbourgazette.example/2023/05/ferries-return.html"
+    for path in ("rss/articles", "articles", "read"):
+        assert google_news_target(google_news_link(url.encode(), path)) == url
+    assert google_news_target("https://www.harbourgazette.example/2023/05/ferries-return.html") is None
+    assert google_news_target("https://news.google.com/topics/CAAqBwgKMLqsqws") is None  # not an article link
+    for opaque in (google_news_link(b"AU_yqLN5kz3r0w"),  # since July 2024: a token only Google resolves
+                   "https://news.google.com/rss/articles/CBMi", "https://news.google.com/rss/articles/x"):
+        with pytest.raises(OpaqueGoogleNewsLink):
+            google_news_target(opaque)

@@ -21,7 +21,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from tasks.archive import read_raw
-from tasks.records import Article, Hints, SourceKind
+from tasks.records import Article, Hints, SourceKind, State
 from tasks.settings import Settings
 from tasks.sources import (
     MAX_SITEMAP_URLS,
@@ -686,3 +686,27 @@ def test_discover_dispatches_every_kind(warc_path: Path, tmp_path: Path) -> None
     assert Path(remote[0].raw.path).parent == tmp_path / "dl"
     with pytest.raises(SourceError, match="stream_fetch"):
         list(discover(specs[4], fetch))
+
+
+def test_google_news_links_become_the_publishers_urls_or_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """A Google News feed links to news.google.com; an older link carries the publisher's URL,
+    a newer one only a token: that one is never requested (Google would serve a script, not the
+    article) and ends `skipped`, recorded like any other URL."""
+    from tasks.load import ensure_schema, load_batch, run_summary
+    from tasks.pipeline import prepare_batch
+    from tests.conftest import rss
+    from tests.test_normalise import google_news_link
+
+    carried, opaque = google_news_link(b"https://news.example.com/ferries"), google_news_link(b"AU_yqLN5kz3r0w")
+    records = parse_feed(rss([(carried, "Ferries return"), (opaque, "Storm closes port"), (carried, "Again")]),
+                         "https://news.google.com/rss/search?q=harbour")
+    assert [(r.url, r.hints.title, r.state, r.reason) for r in records] == [
+        ("https://news.example.com/ferries", "Ferries return", None, None),  # the repeat is the same URL: once
+        (opaque, "Storm closes port", State.SKIPPED, "google-news-opaque")]
+    skipped = [r for r in records if r.done]
+    assert len(skipped) == 1  # only records already finished go on: nothing here may reach the network
+    db = tmp_path / "news.duckdb"
+    ensure_schema(db)
+    load_batch(db, "run-1", prepare_batch(db, skipped, Settings(raw_dir=tmp_path / "raw")))
+    [entry] = run_summary(db, "run-1")
+    assert (entry["skipped"], entry["top_reasons"]) == (1, ["skipped:google-news-opaque (1)"])
