@@ -608,11 +608,14 @@ def _parquet_rows(path: str) -> Iterator[Any]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except pa.ArrowInvalid as exc:  # a missing file is an OSError: "cannot read URL list", as for text
         raise SourceError(f"{path}: not a Parquet file: {exc}") from exc
     yield parquet.schema_arrow.names
-    for batch in parquet.iter_batches(batch_size=TABLE_BATCH_ROWS):
-        yield from batch.to_pylist()
+    try:
+        for batch in parquet.iter_batches(batch_size=TABLE_BATCH_ROWS):
+            yield from batch.to_pylist()
+    except pa.ArrowInvalid as exc:  # damaged after its footer: the rows before it are kept
+        raise SourceError(f"{path}: cannot read its rows: {exc}") from exc
 
 
 def _url_entries(lines: Iterable[str | bytes], where: str,

@@ -383,6 +383,8 @@ def test_a_table_without_a_url_column_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(SourceError, match="not a Parquet file"):
         discover_urls(str(tmp_path / "bad.parquet"))
+    with pytest.raises(SourceError, match="cannot read URL list"):
+        discover_urls(str(tmp_path / "missing.parquet"))
 
 
 def test_missing_url_list_raises() -> None:
