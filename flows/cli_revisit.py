@@ -40,7 +40,22 @@ def _print_summary(summary: dict[str, Any], db: Path) -> None:
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_row(*(str(summary.get(c, 0)) for c in columns))
-    Console().print(table)
-    if summary.get("changed"):
-        Console().print("what changed: newsflow sql \"SELECT * FROM article_changes ORDER BY seen_at DESC\"",
-                        highlight=False, markup=False)
+    console = Console()
+    console.print(table)
+    if not summary.get("changed"):
+        return
+    from tasks.load import revisit_changes
+
+    changes = revisit_changes(db, summary["run_id"])
+    for change in changes[:SHOWN_CHANGES]:
+        headline = (f"{change['title_before']} -> {change['title_after']}"
+                    if change["title_before"] != change["title_after"] else change["title_after"])
+        console.print(f"{change['url']}\n  {headline} ({change['words_before']} -> {change['words_after']} words)"
+                      + (f"\n  {change['correction']}" if change["correction"] else ""),
+                      highlight=False, markup=False, soft_wrap=True)
+    more = f"{len(changes) - SHOWN_CHANGES} more; " if len(changes) > SHOWN_CHANGES else ""
+    console.print(f"{more}every change: newsflow sql \"SELECT * FROM article_changes ORDER BY seen_at DESC\"",
+                  highlight=False, markup=False)
+
+
+SHOWN_CHANGES = 10  # changed articles the summary lists; `article_changes` has them all

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,11 @@ def test_revisit_reports_a_changed_story(tmp_path: Path):
     [values] = [line.strip("│").split("│") for line in result.stdout.splitlines() if line.startswith("│")]
     assert dict(zip([h.strip() for h in header], [v.strip() for v in values], strict=True)) == \
         {"revisited": "1", "changed": "1"}
+    # the changed article, under the table: its URL, both headlines
+    url_line, headline_line = result.stdout.splitlines()[-3:-1]
+    assert url_line == site.url("/world/putin-belarus")
+    assert re.fullmatch(r"  Russian President Putin Visits Ally Belarus -> Russian President Putin Meets Lukashenko "
+                        r"\((\d+) -> \1 words\)", headline_line), headline_line  # the story kept its length
     changes = newsflow("sql", "SELECT title_before, title_after, article_id FROM article_changes", "--db", str(db),
                        "--format", "csv")
     before, after, article_id = changes.stdout.splitlines()[1].split(",")
