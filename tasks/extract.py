@@ -149,16 +149,18 @@ PROFILES: dict[str, dict[str, Any]] = {
 SETTINGS_TAG = "precision"
 # The cascade around trafilatura (see `extract_body`): bump when its rules change, so that
 # `--reextract` upgrades rows extracted by an older one.
-CASCADE_VERSION = "c5"  # c4: free_access; c5: language detected where the page declares none
+CASCADE_VERSION = "c5"  # c4: free_access; c5: language detected where the page declares none, tdm_reserved
 EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}+{CASCADE_VERSION}"
 
 
 def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
-                 boilerplate: frozenset[str] = frozenset()) -> Extracted | None:
+                 boilerplate: frozenset[str] = frozenset(), header: Callable[[str], str | None] | None = None
+                 ) -> Extracted | None:
     """Main text and metadata of one page; None when no main text is found.
 
     `boilerplate` holds the `line_key`s of lines this page's site repeats across its stored
-    articles (`tasks.load.site_boilerplate`); they are removed from the body.
+    articles (`tasks.load.site_boilerplate`); they are removed from the body. `header` gives the
+    HTTP response's headers by name, where the page was fetched.
     """
     tree = load_html(html)
     if tree is None:
@@ -176,7 +178,8 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
     meta = page_metadata(tree, doc, ld, url)
     free_access, access_source = declared_access(tree, ld)
     language, language_source = page_language(tree, doc, text)
-    sources = {**meta.sources, "free_access": access_source, "language": language_source}
+    tdm_reserved, tdm_source = declared_tdm(tree, header("tdm-reservation") if header else None)
+    sources = {**meta.sources, "free_access": access_source, "language": language_source, "tdm_reserved": tdm_source}
     sources = {k: v for k, v in sources.items() if v}
     return Extracted(
         text=text,
@@ -194,6 +197,7 @@ def extract_page(html: str, url: str, profile: str = SETTINGS_TAG,
         extractor_version=f"trafilatura-{trafilatura.__version__}+{profile}+{CASCADE_VERSION}",
         field_sources=tuple(sorted(sources.items())),
         free_access=free_access,
+        tdm_reserved=tdm_reserved,
         extraction_settings=json.dumps({"profile": profile, **PROFILES[profile], "steps": steps},
                                        sort_keys=True, separators=(",", ":")),
     )
@@ -399,6 +403,25 @@ def declared_access(tree: Any, ld: dict[str, Any]) -> tuple[bool | None, str]:
     return None, ""
 
 
+def declared_tdm(tree: Any, header: str | None = None) -> tuple[bool | None, str]:
+    """(tdm_reserved, its source): the TDM Reservation Protocol's `tdm-reservation` (1 reserved,
+    0 not), from the HTTP header, which the protocol puts first, else from the page's meta tag;
+    else True where a robots meta tag says `noai`; (None, "") where the page says nothing. The
+    protocol's site-wide /.well-known/tdmrep.json is not read (a request of its own per site).
+    `header`: the response's tdm-reservation header, if any."""
+    stated = (header or "").strip()
+    if stated in ("0", "1"):
+        return stated == "1", "header"
+    for meta in tree.xpath("//meta[@name='tdm-reservation']"):
+        content = (meta.get("content") or "").strip()
+        if content in ("0", "1"):
+            return content == "1", "meta"
+    for meta in tree.xpath("//meta[@name='robots' or @name='ROBOTS' or @name='Robots']"):
+        if "noai" in {d.strip().lower() for d in (meta.get("content") or "").split(",")}:
+            return True, "robots-meta"
+    return None, ""
+
+
 def _flag(value: object) -> bool | None:
     """A schema.org Boolean as pages write it: true, "True", "false", "False"... None if neither."""
     if isinstance(value, bool):
@@ -588,7 +611,7 @@ def _extract_job(job: _Job) -> Extracted | _Verdict:
     if len(response.body) > job.max_bytes:
         return _Verdict(State.SKIPPED, "too-large")
     html = decode_html(response.body, job.content_type or response.header("content-type"))
-    extracted = extract_page(html, job.url, boilerplate=job.boilerplate)
+    extracted = extract_page(html, job.url, boilerplate=job.boilerplate, header=response.header)
     if extracted is None:
         return _Verdict(State.NOT_ARTICLE, "no-text")
     if (extracted.word_count or 0) < job.min_words:

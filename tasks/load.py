@@ -90,6 +90,9 @@ ALTER TABLE articles ADD COLUMN IF NOT EXISTS extraction_settings VARCHAR;
 -- false: the page marks itself paywalled (JSON-LD or meta, tasks/extract.py declared_access);
 -- true: marked free; NULL: it says neither (and rows extracted before the column existed).
 ALTER TABLE articles ADD COLUMN IF NOT EXISTS free_access BOOLEAN;
+-- true: the publisher reserves text-and-data-mining rights or opts out of AI use (tdm-reservation
+-- header or meta, robots noai; tasks/extract.py declared_tdm); false: says it does not; NULL: silent.
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS tdm_reserved BOOLEAN;
 CREATE TABLE IF NOT EXISTS url_aliases (
     url         VARCHAR NOT NULL,            -- unique: canonical form of a URL variant seen for the article
     article_id  VARCHAR NOT NULL,
@@ -560,6 +563,7 @@ def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
         "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
         "extraction_settings": [e.extraction_settings or None for e in ex],
         "free_access": pa.array([e.free_access for e in ex], pa.bool_()),
+        "tdm_reserved": pa.array([e.tdm_reserved for e in ex], pa.bool_()),
     }
 
 
@@ -714,7 +718,8 @@ def reextract_candidates(db: Path | str, since: datetime | None = None, until: d
 
 # The columns extraction and normalisation decide; re-extraction rewrites only these.
 _EXTRACTED_COLUMNS = ["title", "authors", "published_at", "language", "text", "word_count", "content_hash",
-                      "site_name", "description", "categories", "tags", "image", "page_canonical", "free_access"]
+                      "site_name", "description", "categories", "tags", "image", "page_canonical", "free_access",
+                      "tdm_reserved"]
 
 
 def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],

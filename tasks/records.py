@@ -91,6 +91,12 @@ class Extracted:
     # the article or a part of it) or its article:content_tier meta marks it paywalled, True
     # where it says free, None where it says nothing (`tasks.extract.declared_access`).
     free_access: bool | None = None
+    # Whether the publisher reserves its text-and-data-mining rights (EU DSM Directive Art. 4,
+    # W3C TDM Reservation Protocol) or opts the page out of AI use: True where the response's
+    # `tdm-reservation` header or the page's tdm-reservation meta says 1, or its robots meta says
+    # `noai`; False where tdm-reservation says 0; None where it says nothing
+    # (`tasks.extract.declared_tdm`).
+    tdm_reserved: bool | None = None
     # Words in `text` (tasks.normalise.word_count), counted once in the extraction worker, which
     # needs it for the too-short check; None when whoever built the record did not count them.
     word_count: int | None = None

@@ -64,6 +64,7 @@ WITH f AS (
     SELECT source,
            count(*) FILTER (WHERE published_at IS NULL) / count(*) AS missing_date_rate,
            count(*) FILTER (WHERE NOT free_access) / count(*) AS paywalled_rate,
+           count(*) FILTER (WHERE tdm_reserved) / count(*) AS tdm_reserved_rate,
            -- over seconds: DuckDB's median of INTERVALs is the lower middle value, not the mean of two
            to_seconds(CAST(median(epoch(fetched_at) - epoch(published_at))
                            FILTER (WHERE published_at <= fetched_at) AS BIGINT)) AS median_lag
@@ -91,7 +92,7 @@ SELECT n.source, coalesce(f.urls, 0) AS urls, coalesce(f.loaded, 0) AS loaded,
        coalesce(f.failed, 0) AS failed, f.last_success,
        round(f.success_rate, 3) AS success_rate, round(f.empty_text_rate, 3) AS empty_text_rate,
        round(f.duplicate_rate, 3) AS duplicate_rate, round(a.missing_date_rate, 3) AS missing_date_rate,
-       round(a.paywalled_rate, 3) AS paywalled_rate,
+       round(a.paywalled_rate, 3) AS paywalled_rate, round(a.tdm_reserved_rate, 3) AS tdm_reserved_rate,
        a.median_lag, r.longest_gap,
        CASE WHEN s.kind IN ('feed', 'sitemap') AND s.last_checked_at > r.newest
             THEN s.last_checked_at - r.newest END AS quiet_for,

@@ -532,3 +532,19 @@ def test_readability_lxml_runs_when_the_page_holds_twice_the_body(monkeypatch: p
     assert runs == []  # not in doubt
     extract_page(_padded_page(int(words * 1.5)), "https://gazette.example/news/tram-extension")
     assert len(runs) == 1
+
+
+def test_a_tdm_reservation_or_an_ai_opt_out_is_recorded_with_its_source() -> None:
+    url = "https://gazette.example/news/tram-extension"
+    page = news_page(PARAGRAPHS)
+    with_meta = page.replace("<head>", '<head><meta name="tdm-reservation" content="1">')
+    noai = page.replace("<head>", '<head><meta name="robots" content="index, follow, noai, noimageai">')
+    said_no = page.replace("<head>", '<head><meta name="tdm-reservation" content="0">')
+    cases = [(page, None, (None, None)), (with_meta, None, (True, "meta")), (noai, None, (True, "robots-meta")),
+             (said_no, None, (False, "meta")),
+             (said_no, "1", (True, "header")),  # the protocol puts the response's header first
+             (page, " 0 ", (False, "header"))]
+    for html, header, expected in cases:
+        extracted = extract_page(html, url, header=lambda name, h=header: h if name == "tdm-reservation" else None)
+        assert extracted is not None
+        assert (extracted.tdm_reserved, dict(extracted.field_sources).get("tdm_reserved")) == expected, (header, expected)

@@ -149,3 +149,19 @@ def test_a_csv_url_list_lands_with_its_rows_hints(fresh_db: Path, tmp_path: Path
     assert f"{export}:2" in snapshot_rows(fresh_db, "SELECT last_error FROM sources")[0][0]  # the bad row, named
     assert snapshot_rows(fresh_db, "SELECT feed_title, feed_categories FROM articles") == [
         ("Putin in Minsk", ["World", "Europe"])]
+
+
+def test_a_publishers_tdm_reservation_header_lands_with_the_article(fresh_db: Path):
+    """The header is read from the archived response in the extraction worker."""
+    from flows.ingest import ingest
+    from tests.servers import serve
+
+    page = (Path(__file__).parent / "fixtures" / "seed_article.html").read_bytes()
+    routes = {"/reserved": (200, {"Content-Type": "text/html; charset=utf-8", "TDM-Reservation": "1"}, page),
+              "/silent": (200, {"Content-Type": "text/html; charset=utf-8"},
+                          page.replace(b"Belarus", b"Armenia").replace(b"Lukashenko", b"Pashinyan"))}
+    with serve(routes) as site:
+        ingest(urls=[site.url("/reserved"), site.url("/silent")], db=str(fresh_db))
+    assert snapshot_rows(fresh_db, "SELECT url, tdm_reserved, field_sources['tdm_reserved'] FROM articles ORDER BY url") == [
+        (site.url("/reserved"), True, "header"), (site.url("/silent"), None, None)]
+    assert snapshot_rows(fresh_db, "SELECT tdm_reserved_rate FROM source_health") == [(0.5,)]
