@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -567,6 +567,15 @@ def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
     }
 
 
+def _raw_columns(records: Sequence[Article]) -> dict[str, Any]:
+    """The Arrow columns of where each record's raw response is archived."""
+    return {
+        "raw_path": [r.raw.path if r.raw else None for r in records],
+        "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
+        "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
+    }
+
+
 def _first_per(records: Sequence[Article], key: Callable[[Article], Any]) -> list[Article]:
     """The first record of each key, in order: the growing tables' keys are unique (see SCHEMA)."""
     firsts: dict[Any, Article] = {}
@@ -591,9 +600,7 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "sitemap_lastmod": pa.array([r.hints.lastmod for r in records], pa.timestamp("us", tz="UTC")),
         "http_status": pa.array([r.http_status for r in records], pa.int32()),
         "fetched_at": pa.array([r.fetched_at for r in records], pa.timestamp("us", tz="UTC")),
-        "raw_path": [r.raw.path if r.raw else None for r in records],
-        "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
-        "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
+        **_raw_columns(records),
     })
     # cluster_id is the article itself until near-duplicate clustering assigns one.
     con.execute(
@@ -815,7 +822,7 @@ CREATE TABLE IF NOT EXISTS revisits (             -- (run_id, article_id) is uni
     version       INTEGER                          -- the article's version after the revisit
 );
 CREATE OR REPLACE VIEW article_changes AS
-SELECT v.article_id, a.url, a.domain, v.version + 1 AS version, v.replaced_at AS seen_at,
+SELECT v.article_id, a.url, a.domain, v.version + 1 AS version, v.replaced_at AS seen_at, v.replaced_by_run AS run_id,
        v.fetched_at AS previous_fetched_at, v.title AS title_before,
        coalesce(nxt.title, a.title) AS title_after, v.title_changed,
        v.word_count AS words_before, coalesce(nxt.word_count, a.word_count) AS words_after,
@@ -859,14 +866,24 @@ def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: dateti
             WHERE step > done AND age < 2 * 3600 * $hours[step]
             ORDER BY since DESC, article_id LIMIT $limit""",
             {"hours": [float(h) for h in after_hours], "now": now, "limit": limit}).fetchall()
-    kinds = {k.value for k in SourceKind}
-    return [Article(url=url, source=source or "revisit", article_id=article_id,
-                    source_kind=SourceKind(kind) if kind in kinds else SourceKind.URLS)
+    return [Article(url=url, source=source or "revisit", article_id=article_id, source_kind=_source_kind(kind))
             for article_id, url, source, kind in rows]
 
 
 # Columns of an article that a revisit's new version replaces (with `_EXTRACTED_COLUMNS`).
 _REVISIT_FETCH_COLUMNS = ["http_status", "revised_at", "raw_path", "raw_offset", "raw_length"]
+
+
+class _Stored(NamedTuple):
+    """What `record_revisits` compares a revisited page with: the article as stored."""
+
+    title: str | None
+    text: str | None
+    content_hash: str | None
+    domain: str | None
+    version: int
+    fetched_at: datetime
+    canonical_url: str
 
 
 def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> dict[str, int]:
@@ -886,39 +903,38 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
         records = skip_forgotten(records, _forgotten(con))  # a `newsflow forget` that came during the fetch
         ids = sorted({r.article_id for r in records if r.article_id})
         staged_ids = pa.table({"article_id": pa.array(ids, pa.string())})  # noqa: F841
-        stored = {row[0]: row[1:] for row in con.execute(
-            "SELECT article_id, title, text, content_hash, domain, version, fetched_at, canonical_url "
-            "FROM articles SEMI JOIN staged_ids USING (article_id)").fetchall()}
-        boilerplate = _site_boilerplate(con, sorted({row[3] for row in stored.values() if row[3]}))
+        stored = {row[0]: _Stored(*row[1:]) for row in con.execute(
+            f"SELECT article_id, {', '.join(_Stored._fields)} FROM articles SEMI JOIN staged_ids USING (article_id)"
+        ).fetchall()}
+        boilerplate = _site_boilerplate(con, sorted({old.domain for old in stored.values() if old.domain}))
         outcomes: list[tuple[Article, str, str | None, int | None]] = []
         changes: list[tuple[Article, Any]] = []
+        moved: list[Article] = []  # a new slug or rel=canonical with the same story: its new URLs lead here
         for record in records:
             old = stored.get(record.article_id or "")
             if old is None:  # deleted since it was picked (forgotten): nothing to compare with
                 outcomes.append((record, "skipped", record.reason or "not-stored", None))
                 continue
-            title, text, content_hash, domain, version, _, canonical = old
             if record.done or record.extracted is None:
                 gone = record.http_status in GONE_STATUSES
                 outcomes.append((record, "gone" if gone else str(record.state or State.FAILED),
-                                 record.reason or "internal:not-extracted", version))
+                                 record.reason or "internal:not-extracted", old.version))
                 continue
-            if moved_elsewhere(canonical, record.canonical_url, text, record.extracted.text):
-                outcomes.append((record, "gone", "moved-elsewhere", version))
+            if moved_elsewhere(old.canonical_url, record.canonical_url, old.text, record.extracted.text):
+                outcomes.append((record, "gone", "moved-elsewhere", old.version))
                 continue
-            same = content_hash == record.content_hash and title == record.title
-            change = None if same else compare(title, text, record.title, record.extracted.text,
-                                               boilerplate.get(domain or "", frozenset()))
+            if record.canonical_url != old.canonical_url:
+                moved.append(record)
+            same = old.content_hash == record.content_hash and old.title == record.title
+            change = None if same else compare(old.title, old.text, record.title, record.extracted.text,
+                                               boilerplate.get(old.domain or "", frozenset()))
             if change is None:
-                outcomes.append((record, "unchanged", None, version))
+                outcomes.append((record, "unchanged", None, old.version))
             else:
                 changes.append((record, change))
-                outcomes.append((record, "changed", None, version + 1))
+                outcomes.append((record, "changed", None, old.version + 1))
         if changes:
-            _new_versions(con, run_id, changes, {i: row[5] for i, row in stored.items()})
-        # a page that moved (a new slug, a new rel=canonical) with its story: its new URLs lead here
-        moved = [r for r, outcome, _, _ in outcomes if outcome in ("changed", "unchanged")
-                 and r.canonical_url != stored[r.article_id][6]]  # type: ignore[index]
+            _new_versions(con, run_id, changes, {i: old.fetched_at for i, old in stored.items()})
         if moved:
             _insert_aliases(con, moved, now)
         staged = pa.table({  # noqa: F841
@@ -940,10 +956,8 @@ def revisit_changes(db: Path | str, run_id: str) -> list[dict[str, Any]]:
     """The changes one revisit run found (`article_changes` rows), newest article first."""
     columns = ["article_id", "url", "title_before", "title_after", "words_before", "words_after", "correction"]
     with connect(db, read_only=True) as con:
-        rows = con.execute(f"SELECT {', '.join('c.' + c for c in columns)} FROM article_changes c "
-                           "JOIN article_versions v ON v.article_id = c.article_id AND v.version + 1 = c.version "
-                           "WHERE v.replaced_by_run = ? ORDER BY c.previous_fetched_at DESC, c.article_id",
-                           [run_id]).fetchall()
+        rows = con.execute(f"SELECT {', '.join(columns)} FROM article_changes WHERE run_id = ? "
+                           "ORDER BY previous_fetched_at DESC, article_id", [run_id]).fetchall()
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
@@ -957,9 +971,7 @@ def _new_versions(con: duckdb.DuckDBPyConnection, run_id: str, changes: Sequence
         **_extraction_columns(records),
         "http_status": pa.array([r.http_status for r in records], pa.int32()),
         "revised_at": pa.array([r.fetched_at for r in records], pa.timestamp("us", tz="UTC")),  # fetched: extracted
-        "raw_path": [r.raw.path if r.raw else None for r in records],
-        "raw_offset": pa.array([r.raw.offset if r.raw else None for r in records], pa.int64()),
-        "raw_length": pa.array([r.raw.length if r.raw else None for r in records], pa.int64()),
+        **_raw_columns(records),
         "title_changed": [c.title_changed for _, c in changes],
         "diff": [c.diff for _, c in changes],
         "correction": pa.array([c.correction for _, c in changes], pa.string()),
@@ -1438,10 +1450,16 @@ def retry_candidates(db: Path | str | None, settings: Settings) -> list[Article]
             "WHERE last.state = 'failed' AND list_contains(?, last.reason) ORDER BY last.url",
             [sorted(TRANSIENT_REASONS)],
         ).fetchall()
-    kinds = {k.value for k in SourceKind}
-    return [Article(url=url, source=source or "retry",
-                    source_kind=SourceKind(kind) if kind in kinds else SourceKind.URLS)
+    return [Article(url=url, source=source or "retry", source_kind=_source_kind(kind))
             for url, source, kind in rows]
+
+
+_SOURCE_KINDS = frozenset(k.value for k in SourceKind)
+
+
+def _source_kind(value: str | None) -> SourceKind:
+    """A stored source kind as the enum; a URL list where it is unknown (a source no longer configured)."""
+    return SourceKind(value) if value in _SOURCE_KINDS else SourceKind.URLS
 
 
 # ---------------------------------------------------------------- Prefect tasks (thin wrappers)
