@@ -181,10 +181,10 @@ def parse_date(value: str | None) -> datetime | None:
             parsed = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-    return _as_utc(parsed)
+    return as_utc(parsed)
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     """`value` in UTC; a naive datetime is taken to be UTC already."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -193,13 +193,13 @@ def _plausible(value: datetime | None, fetched_at: datetime) -> datetime | None:
     """`value` in UTC if it lies between 1990 and a day after the fetch, else None."""
     if value is None:
         return None
-    value = _as_utc(value)
+    value = as_utc(value)
     return value if EARLIEST <= value <= fetched_at + FUTURE_SLACK else None
 
 
 def published_at(record: Article) -> datetime | None:
     """The page's date, else the feed/news-sitemap date, else the sitemap lastmod; wrong ones skipped."""
-    fetched_at = _as_utc(record.fetched_at or datetime.now(UTC))
+    fetched_at = as_utc(record.fetched_at or datetime.now(UTC))
     raw = record.extracted.date if record.extracted else None
     page = _plausible(parse_date(raw), fetched_at)
     hinted = _plausible(record.hints.published, fetched_at)

@@ -47,7 +47,7 @@ from warcio.recordloader import ArcWarcRecord
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from tasks.fetch import FetchError, download, fetch_document
-from tasks.normalise import OpaqueGoogleNewsLink, google_news_target, parse_date
+from tasks.normalise import OpaqueGoogleNewsLink, as_utc, google_news_target, parse_date
 from tasks.records import Article, Hints, RawRef, SourceKind, State
 from tasks.settings import Settings
 
@@ -581,8 +581,7 @@ def _row_hints(row: dict[str, Any], columns: dict[str, str | None]) -> Hints:
         categories = categories.replace(";", ",").split(",")
     return Hints(
         title=_clean(value("title")),
-        published=(published.astimezone(UTC) if published.tzinfo else published.replace(tzinfo=UTC))
-        if isinstance(published, datetime) else parse_date(_clean(published)),
+        published=as_utc(published) if isinstance(published, datetime) else parse_date(_clean(published)),
         guid=_clean(value("guid")),
         categories=_distinct(str(c) for c in categories or () if c is not None),
     )
