@@ -105,11 +105,14 @@ def _loaded(loading: tuple[T, Pending[R]]) -> tuple[T, R]:
 # --- the stages of one batch --------------------------------------------------------------------
 
 def prepare_batch(db: Path, records: list[Article], settings: Settings,
-                  keep: Callable[[list[Article]], list[Article]] | None = None) -> list[Article]:
+                  keep: Callable[[list[Article]], list[Article]] | None = None,
+                  skip_known: bool = True) -> list[Article]:
     """Every stage before the load: records come back extracted and normalised, or finished.
-    `keep` may finish records before the load (a backfill's date window)."""
+    `keep` may finish records before the load (a backfill's date window); `skip_known=False`
+    fetches URLs already stored (a revisit)."""
     records = skip_forgotten(records, forgotten_rules(db))  # `newsflow forget`: never requested again
-    records = skip_known_urls(records, known_urls(db, records))
+    if skip_known:
+        records = skip_known_urls(records, known_urls(db, records))
     records = fetch_batch(records, settings)  # WARC records are referenced in place: nothing to fetch
     records = normalise_batch(extract_batch(records, settings, db))
     return keep(records) if keep else records

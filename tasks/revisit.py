@@ -2,7 +2,7 @@
 and edits (publishers change a story after it first appears, often within the first day).
 
     tasks.load.revisit_candidates   the articles due now (their age against Settings.revisit_after_hours)
-    prepare_revisit                 fetch -> extract -> normalise, as an ingest does, for known URLs
+    prepare_revisit                 tasks.pipeline.prepare_batch, without skipping known URLs
     tasks.load.record_revisits      compare with the stored version; keep the replaced one in
                                     `article_versions`, the new one in `articles`
 
@@ -19,11 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.boilerplate import line_key
-from tasks.dedupe import skip_forgotten
-from tasks.extract import extract_batch
-from tasks.fetch import fetch_batch
-from tasks.load import forgotten_rules
-from tasks.normalise import normalise_batch
+from tasks.pipeline import prepare_batch
 from tasks.records import Article
 from tasks.settings import Settings
 from tasks.similarity import jaccard
@@ -92,8 +88,7 @@ def prepare_revisit(db: Path, records: list[Article], settings: Settings) -> lis
     """Fetch, extract and normalise stored articles again (not skipping known URLs, as an ingest
     would). Each record keeps its stored `article_id`, whatever URL the page now names as its
     own (a moved slug, a new rel=canonical): it is that article's new version."""
-    records = skip_forgotten(records, forgotten_rules(db))  # `newsflow forget`: never requested again
-    prepared = normalise_batch(extract_batch(fetch_batch(records, settings), settings, db))
+    prepared = prepare_batch(db, records, settings, skip_known=False)
     # the stages keep a batch's order and length (records.py)
     return [new.replace(article_id=old.article_id) for old, new in zip(records, prepared, strict=True)]
 
