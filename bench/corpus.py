@@ -337,7 +337,7 @@ def weigh(pages: Iterator[tuple[str, bytes]]) -> dict[str, list[float]]:
     from trafilatura import bare_extraction
 
     sys.path.insert(0, str(REPO))
-    from tasks.extract import PROFILES, SETTINGS_TAG, _paragraph_words, decode_html, extract_page
+    from tasks.extract import PROFILES, SETTINGS_TAG, _paragraph_words, extract_page
 
     sizes: dict[str, list[float]] = {"KB": [], "elements": [], "trafilatura_ms": [], "newsflow_ms": [], "p_words_ratio": []}
     for url, body in pages:
@@ -348,7 +348,7 @@ def weigh(pages: Iterator[tuple[str, bytes]]) -> dict[str, list[float]]:
         bare_extraction(body, url=url, with_metadata=True, **PROFILES[SETTINGS_TAG])
         sizes["trafilatura_ms"].append((time.process_time() - started) * 1000)
         started = time.process_time()
-        page = extract_page(decode_html(body, None), url)
+        page = extract_page(body, url)
         sizes["newsflow_ms"].append((time.process_time() - started) * 1000)
         if page is not None:
             sizes["p_words_ratio"].append(_paragraph_words(tree) / max(1, len(page.text.split())))

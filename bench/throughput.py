@@ -8,7 +8,7 @@ Stages (each in its own subprocess, its process tree sampled from /proc every 0.
 
     a   the limit: bare trafilatura (newsflow's profile, tasks/extract.py) over all cores, a
         fork pool over HTML already in memory; a2: newsflow's own per-page extractor
-        (decode_html + extract_page, the cascade included) the same way; a3: the extraction
+        (extract_page on the page's bytes, the cascade included) the same way; a3: the extraction
         workers' whole job (the raw record read back from the WARC, extraction, word count,
         MinHash signature) the same way: the most a backfill could do with nothing else running
     b   `newsflow backfill --warc` end to end into a fresh database; b0: the same stage
@@ -230,10 +230,10 @@ def _bare(index: int) -> bool:
 
 
 def _newsflow(index: int) -> bool:
-    from tasks.extract import decode_html, extract_page
+    from tasks.extract import extract_page
 
     url, body, ctype = _PAGES[index]
-    return extract_page(decode_html(body, ctype), url) is not None
+    return extract_page(body, url, content_type=ctype) is not None
 
 
 _JOBS: list = []
@@ -282,7 +282,7 @@ def cost(warc: Path, pages: int) -> dict[str, Any]:
     from trafilatura import bare_extraction
 
     from tasks.archive import read_raw
-    from tasks.extract import PROFILES, SETTINGS_TAG, _extract_job, _job, decode_html, extract_page
+    from tasks.extract import PROFILES, SETTINGS_TAG, _extract_job, _job, extract_page
     from tasks.settings import Settings
     from tasks.similarity import signatures
     from tasks.sources import iter_warc
@@ -299,7 +299,7 @@ def cost(warc: Path, pages: int) -> dict[str, Any]:
         return bare_extraction(raw.body, url=job.url, with_metadata=True, **PROFILES[SETTINGS_TAG])
 
     def extractor(job: Any, raw: Any) -> object:
-        return extract_page(decode_html(raw.body, job.content_type or raw.header("content-type")), job.url)
+        return extract_page(raw.body, job.url, content_type=job.content_type or raw.header("content-type"))
 
     def whole_job(job: Any, raw: Any) -> object:
         return _extract_job(job)

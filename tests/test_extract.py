@@ -16,6 +16,9 @@ import lxml.html
 import pytest
 import trafilatura
 
+from lxml import etree
+from trafilatura.utils import load_html
+
 from tasks.archive import raw_writer
 from tasks.extract import (
     EXTRACTOR_VERSION,
@@ -23,6 +26,7 @@ from tasks.extract import (
     decode_html,
     extract_batch,
     extract_page,
+    parse_html,
     run_pool,
     shutdown_pool,
 )
@@ -131,6 +135,63 @@ def test_invalid_utf8_does_not_crash() -> None:
     assert "café" in text and "broken" in text and "\ufffd" in text
     assert isinstance(decode_html(b"\xff" * 100, None), str)
     assert decode_html(b"", None) == ""
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def _same_tree_as_trafilatura(body: bytes, content_type: str | None = None) -> bool:
+    """parse_html's tree serialises exactly as trafilatura's load_html on decode_html's text."""
+    ours, theirs = parse_html(body, content_type), load_html(decode_html(body, content_type))
+    if ours is None or theirs is None:
+        return ours is None and theirs is None
+    return etree.tostring(ours, encoding="unicode") == etree.tostring(theirs, encoding="unicode")
+
+
+EDGE_PAGES = {
+    "controls": "<html><body><p>a\x00b\x01c\x0bd\x0ce\x1ff\ttab\rcr</p></body></html>".encode(),
+    "noncharacters": "<html><body><p>x\ufffey\uffffz caf\u00e9</p></body></html>".encode(),
+    # libxml2 reads an XHTML DOCTYPE as XHTML (xmlns, an added <meta>); load_html drops it
+    "xhtml doctype": b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" '
+                     b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd"><html><head><title>t</title></head>'
+                     b'<body><p>t</p></body></html>',
+    "self-closing html": b'<!DOCTYPE html>\n<html lang="en"/>\n<head><title>t</title></head><body><p>t</p></body>',
+    "utf-8 bom": "\ufeff<html><body><p>M\u00fcller</p></body></html>".encode("utf-8"),
+    "utf-16 bom": "\ufeff<html><body><p>M\u00fcller</p></body></html>".encode("utf-16"),
+    "cp1252 declared": '<html><head><meta charset="iso-8859-1"></head><body><p>caf\u00e9 \u2014</p></body></html>'.encode("cp1252"),
+    "cp1251 undeclared": f"<html><body><p>{RUSSIAN * 3}</p></body></html>".encode("cp1251"),
+    "broken utf-8 declared": b"<html><body><p>caf\xc3\xa9 \xff\xfe broken \xc3</p></body></html>",
+    "xml declaration": b'<?xml version="1.0" encoding="utf-8"?><html><body><p>x</p></body></html>',
+    "not html": b"just some words, no markup at all",
+    "a fragment": b"<p>one block</p>",
+    "empty": b"",
+    "whitespace": b"  \n ",
+    "control bytes only": b"\x00\x01\x02",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_PAGES))
+def test_parse_html_builds_trafilaturas_tree_from_bytes(name: str) -> None:
+    assert _same_tree_as_trafilatura(EDGE_PAGES[name], "text/html; charset=utf-8" if "declared" in name else None)
+
+
+def test_parse_html_matches_on_real_pages() -> None:
+    import gzip
+
+    pages = [SEED_HTML.read_bytes()] if SEED_HTML.exists() else []
+    pages += [news_page(PARAGRAPHS).encode()]
+    if BENCH.exists():
+        pages += [gzip.decompress(f.read_bytes()) for f in sorted((BENCH / "html").glob("*.html.gz"))]
+    differing = [i for i, body in enumerate(pages) if not _same_tree_as_trafilatura(body)]
+    assert differing == []
+    assert parse_html(news_page(PARAGRAPHS).encode()) is not None
+
+
+def test_extract_page_reads_bytes_as_it_reads_their_text() -> None:
+    body = f'<html><head><meta charset="windows-1251"><title>Новости</title></head><body><article>' \
+           f'{"".join(f"<p>{RUSSIAN} {i}</p>" for i in range(6))}</article></body></html>'.encode("cp1251")
+    from_bytes, from_text = extract_page(body, "https://a.example/x"), extract_page(decode_html(body, None), "https://a.example/x")
+    assert from_bytes is not None and RUSSIAN in from_bytes.text
+    assert from_bytes == from_text
 
 
 # --- one page ---------------------------------------------------------------------------------
