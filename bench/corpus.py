@@ -434,14 +434,22 @@ def _handler(warc_fd: int, pages: dict[str, tuple[int, int]]) -> type[BaseHTTPRe
             where = pages.get(path)
             if where is None:
                 return self._send(404, "text/plain", b"not found")
+            # A validator as a static web server makes one (nginx: mtime and size), so that a
+            # revisit's conditional GET gets a 304 for a page that has not changed.
+            etag = f'"{where[0]:x}-{where[1]:x}"'
+            if self.headers.get("If-None-Match") == etag:
+                return self._send(304, None, b"", etag)
             member = os.pread(warc_fd, where[1], where[0])  # one gzip member = one record
             record = next(iter(ArchiveIterator(io.BytesIO(member))))
             body = record.content_stream().read()
-            self._send(200, record.http_headers.get_header("Content-Type") or "text/html", body)
+            self._send(200, record.http_headers.get_header("Content-Type") or "text/html", body, etag)
 
-        def _send(self, status: int, ctype: str, body: bytes) -> None:
+        def _send(self, status: int, ctype: str | None, body: bytes, etag: str | None = None) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
+            if ctype:
+                self.send_header("Content-Type", ctype)
+            if etag:
+                self.send_header("ETag", etag)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

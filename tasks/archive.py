@@ -23,10 +23,16 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 from warcio.archiveiterator import ArchiveIterator
-from warcio.statusandheaders import StatusAndHeaders
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 from warcio.warcwriter import WARCWriter
 
 from tasks.records import RawRef
+
+# What warcio raises on a truncated or corrupt file. AttributeError: warcio 1.7/1.8 call
+# `uri.startswith` on a record header cut off before its WARC-Target-URI.
+WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, EOFError, zlib.error, isal_zlib.error,
+               ValueError, AttributeError)
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ Exceptions (`reason` is what lands in the `fetches.reason` column)::
      │                                        transient for 429/500/502/503/504
      ├── TransientError                       timeout, connect-error, protocol-error (retried)
      ├── RedirectError                        too-many-redirects, redirect-loop
+    ├── NotModifiedError                     not-modified (state skipped): a revisit's copy is current
      ├── TooLargeError                        too-large (after decompression)
      ├── DeadlineError                        deadline
      └── FetchError itself                    tls-error, dns-error, bad-encoding, decode-error,
@@ -47,6 +48,7 @@ FROM fetches GROUP BY ALL` groups on it. `*` marks TRANSIENT_REASONS, which
 `newsflow ingest --retry-failed` re-drives (tasks/load.py `retry_candidates`):
 
     skipped      robots                  robots.txt disallows the URL for our User-Agent
+                 not-modified            (revisit) 304 to a conditional GET: the stored copy is current
                  private-address         a hop resolves to a non-public address (SSRF guard)
                  bad-url, bad-scheme     not an absolute http(s) URL, or a redirect elsewhere
                  content-type:<mime>     declared non-HTML (content-type:application/pdf ...)
@@ -104,7 +106,7 @@ import httpx
 
 from tasks.archive import RawWriter, raw_writer
 from tasks.pacing import Pacer
-from tasks.records import Article, State
+from tasks.records import Article, Hints, State
 from tasks.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from tasks.robots import Robots, RobotsCache, Verdict, from_error, from_status
 from tasks.settings import Settings
@@ -183,6 +185,18 @@ class TransientError(FetchError):
 
 class RedirectError(FetchError):
     pass
+
+
+NOT_MODIFIED = "not-modified"
+
+
+class NotModifiedError(FetchError):
+    """304 Not Modified to a conditional GET (a revisit): the stored copy is the page."""
+
+    state = State.SKIPPED
+
+    def __init__(self, url: str) -> None:
+        super().__init__(NOT_MODIFIED, url=url, status=304)
 
 
 class TooLargeError(FetchError):
@@ -306,7 +320,7 @@ class _Page:
 async def _fetch_article(session: _Session, record: Article, writer: RawWriter) -> Article:
     """The record fetched and archived, or finished with the reason it could not be."""
     try:
-        page = await _with_deadline(session, lambda d: _get_page(session, record.url, d))
+        page = await _with_deadline(session, lambda d: _get_page(session, record.url, d, _conditional(record.hints)))
     except FetchError as exc:
         log.debug("fetch %s: %s", record.url, exc.reason)
         return record.replace(final_url=exc.url, http_status=exc.status,
@@ -318,11 +332,22 @@ async def _fetch_article(session: _Session, record: Article, writer: RawWriter) 
                           content_type=page.content_type, raw=raw)
 
 
-async def _get_page(session: _Session, url: str, deadline: asyncio.Timeout | None) -> _Page:
-    """One attempt at an article page: HTML only, capped."""
-    async with _follow(session, url, {"Accept": ARTICLE_ACCEPT}, deadline,
+def _conditional(hints: Hints) -> dict[str, str]:
+    """The conditional request headers for a page whose earlier response gave these validators
+    (a revisit); none for a value that is not a plain header value (it came from an archive)."""
+    headers = {"If-None-Match": hints.etag, "If-Modified-Since": hints.last_modified}
+    return {k: v for k, v in headers.items() if v and v.isascii() and v.isprintable()}
+
+
+async def _get_page(session: _Session, url: str, deadline: asyncio.Timeout | None,
+                    conditional: dict[str, str] | None = None) -> _Page:
+    """One attempt at an article page: HTML only, capped. With `conditional` headers, a 304 is
+    `NotModifiedError`."""
+    async with _follow(session, url, {"Accept": ARTICLE_ACCEPT, **(conditional or {})}, deadline,
                        robots=session.settings.obey_robots) as (response, final):
         content_type = response.headers.get("content-type")
+        if response.status_code == 304 and conditional:
+            raise NotModifiedError(final)
         if not 200 <= response.status_code < 300:
             raise _status_error(response, final)
         _check_declared_type(content_type, final)

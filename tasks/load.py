@@ -32,7 +32,7 @@ from tasks.cluster_store import CLUSTER_SCHEMA, SignedArticle, add_signatures, i
 from tasks.boilerplate import MAX_WORDS, MIN_ARTICLES, MIN_SHARE, line_key, tokens
 from tasks.dedupe import Forgotten, KnownKeys, mark_duplicates, skip_forgotten, url_variants
 from tasks.normalise import canonical_url, clean_domains, domain_of
-from tasks.records import Article, SourceKind, State
+from tasks.records import Article, RawRef, SourceKind, State
 from tasks.settings import Settings, size_in_bytes
 from tasks.similarity import signatures
 from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
@@ -844,7 +844,8 @@ def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: dateti
     it has reached when no revisit has yet been made at that age or later, and while it is under
     twice that age (an article first seen in an old archive is not revisited). Articles read
     from WARC archives are not revisited: their pages were fetched by someone else, maybe years
-    ago. A revisit that failed counts: each age is tried once.
+    ago. A revisit that failed counts: each age is tried once. Each record's `raw` is where the
+    stored version was read from (a revisit reads its validators there: tasks/revisit.py).
     """
     if not after_hours or limit <= 0 or not Path(db).exists():
         return []
@@ -853,7 +854,8 @@ def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: dateti
             return []  # a database no run of this newsflow has opened yet
         rows = con.execute(
             """WITH aged AS (
-                SELECT article_id, url, source, source_kind, fetched_at AS since FROM articles
+                SELECT article_id, url, source, source_kind, raw_path, raw_offset, raw_length, fetched_at AS since
+                FROM articles
                 WHERE fetched_at IS NOT NULL AND source_kind IS DISTINCT FROM 'warc'),
             revisited AS (SELECT r.article_id, epoch(r.revisited_at) - epoch(g.since) AS age
                           FROM revisits r JOIN aged g USING (article_id)),
@@ -862,12 +864,13 @@ def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: dateti
                        coalesce(d.done, 0) AS done
                 FROM aged g LEFT JOIN (SELECT article_id, max(len(list_filter($hours, lambda h: h * 3600 <= age))) AS done
                                        FROM revisited GROUP BY article_id) d USING (article_id))
-            SELECT article_id, url, source, source_kind FROM reached
+            SELECT article_id, url, source, source_kind, raw_path, raw_offset, raw_length FROM reached
             WHERE step > done AND age < 2 * 3600 * $hours[step]
             ORDER BY since DESC, article_id LIMIT $limit""",
             {"hours": [float(h) for h in after_hours], "now": now, "limit": limit}).fetchall()
-    return [Article(url=url, source=source or "revisit", article_id=article_id, source_kind=_source_kind(kind))
-            for article_id, url, source, kind in rows]
+    return [Article(url=url, source=source or "revisit", article_id=article_id, source_kind=_source_kind(kind),
+                    raw=RawRef(path, offset, length) if path else None)
+            for article_id, url, source, kind, path, offset, length in rows]
 
 
 # Columns of an article that a revisit's new version replaces (with `_EXTRACTED_COLUMNS`).
@@ -896,7 +899,7 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
     article stays as last seen; other failures keep their state and reason. Every record gets one
     `revisits` row; a retried batch changes nothing more.
     """
-    from tasks.revisit import GONE_STATUSES, compare, moved_elsewhere  # tasks.revisit reads through this module
+    from tasks.revisit import GONE_STATUSES, NOT_MODIFIED, compare, moved_elsewhere  # it reads through this module
 
     now = datetime.now(UTC)
     with transaction(db, len(records)) as con:
@@ -914,6 +917,9 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
             old = stored.get(record.article_id or "")
             if old is None:  # deleted since it was picked (forgotten): nothing to compare with
                 outcomes.append((record, "skipped", record.reason or "not-stored", None))
+                continue
+            if record.reason == NOT_MODIFIED:  # a 304 to the revisit's conditional GET
+                outcomes.append((record, "unchanged", NOT_MODIFIED, old.version))
                 continue
             if record.done or record.extracted is None:
                 gone = record.http_status in GONE_STATUSES

@@ -65,6 +65,10 @@ class Hints:
     lastmod: datetime | None = None  # sitemap lastmod (aware)
     guid: str | None = None
     categories: tuple[str, ...] = ()
+    # A revisit's validators: the ETag and Last-Modified of the response the stored version was
+    # read from, sent as If-None-Match / If-Modified-Since (tasks/revisit.py, tasks/fetch.py).
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

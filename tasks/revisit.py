@@ -2,27 +2,38 @@
 and edits (publishers change a story after it first appears, often within the first day).
 
     tasks.load.revisit_candidates   the articles due now (their age against Settings.revisit_after_hours)
-    prepare_revisit                 tasks.pipeline.prepare_batch, without skipping known URLs
+    prepare_revisit                 the stored response's validators, then tasks.pipeline.prepare_batch
+                                    without skipping known URLs
     tasks.load.record_revisits      compare with the stored version; keep the replaced one in
                                     `article_versions`, the new one in `articles`
 
 A page is compared with what is stored by its headline and its story lines: the text's lines
 without those its site repeats across articles (`tasks.boilerplate`, learned after each run),
 so furniture learned after an article was first loaded is not taken for an edit.
+
+A revisit is a conditional GET where the stored response gave validators (ETag, Last-Modified):
+a site that answers 304 Not Modified sends no page and the revisit is "unchanged" without an
+extraction (reason `not-modified`). Most revisits find the page unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.archive import WARC_ERRORS, read_raw
 from tasks.boilerplate import line_key
+from tasks.fetch import NOT_MODIFIED
 from tasks.pipeline import prepare_batch
 from tasks.records import Article
 from tasks.settings import Settings
 from tasks.similarity import jaccard
+
+log = logging.getLogger(__name__)
 
 # HTTP statuses that say the page was taken down (not a transient failure): the revisit's outcome
 # is "gone" and the stored article stays as it was last seen.
@@ -84,11 +95,32 @@ def moved_elsewhere(old_canonical: str | None, new_canonical: str | None, old_te
     return old_canonical != new_canonical and jaccard(old_text or "", new_text or "") < SAME_STORY
 
 
+def with_validators(records: list[Article], conditional: bool = True) -> list[Article]:
+    """The candidates ready to fetch again: the stored response each was read from (`raw`, from
+    `tasks.load.revisit_candidates`) dropped, its ETag and Last-Modified kept as hints for a
+    conditional GET (with `conditional`). A stored response that cannot be read back (an archive
+    moved or erased) gives none: the page is fetched whole."""
+    ready = []
+    for record in records:
+        etag = last_modified = None
+        if conditional and record.raw is not None:
+            try:
+                stored = read_raw(record.raw)
+            except (OSError, *WARC_ERRORS) as exc:
+                log.info("revisit %s: no validators, the stored response is unreadable (%s)", record.url, exc)
+            else:
+                etag, last_modified = stored.header("etag"), stored.header("last-modified")
+        hints = dataclasses.replace(record.hints, etag=etag, last_modified=last_modified)
+        ready.append(record.replace(raw=None, hints=hints))
+    return ready
+
+
 def prepare_revisit(db: Path, records: list[Article], settings: Settings) -> list[Article]:
-    """Fetch, extract and normalise stored articles again (not skipping known URLs, as an ingest
-    would). Each record keeps its stored `article_id`, whatever URL the page now names as its
-    own (a moved slug, a new rel=canonical): it is that article's new version."""
-    prepared = prepare_batch(db, records, settings, skip_known=False)
+    """Fetch, extract and normalise stored articles again (conditionally where their stored
+    response allows, and not skipping known URLs, as an ingest would). Each record keeps its
+    stored `article_id`, whatever URL the page now names as its own (a moved slug, a new
+    rel=canonical): it is that article's new version."""
+    prepared = prepare_batch(db, with_validators(records, settings.revisit_conditional), settings, skip_known=False)
     # the stages keep a batch's order and length (records.py)
     return [new.replace(article_id=old.article_id) for old, new in zip(records, prepared, strict=True)]
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # run still makes the 24 h and 7 d ones); older articles are not revisited.
     revisit_after_hours: Annotated[tuple[float, ...], NoDecode] = (1.0, 6.0, 24.0, 168.0)
     revisit_limit: int = Field(default=5000, ge=0, description="articles a revisit run fetches at most (youngest first)")
+    # A revisit asks for the page only if it changed (If-None-Match / If-Modified-Since with the
+    # stored response's ETag / Last-Modified): a 304 costs the site no page and us no extraction.
+    # Off, every revisit downloads the page (for a site whose validators lie).
+    revisit_conditional: bool = True
     # DuckDB's memory for connections that write (its default is 80% of RAM). A run holds the
     # database open, and DuckDB keeps the blocks it read cached up to this limit, so the loading
     # process grew with the archive (+130 MB from 5k to 50k articles at 512MB); the load needs

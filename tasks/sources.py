@@ -42,10 +42,9 @@ from courlan import validate_url
 from isal import isal_zlib
 from lxml import etree
 from warcio.archiveiterator import ArchiveIterator
-from warcio.exceptions import ArchiveLoadFailed
 from warcio.recordloader import ArcWarcRecord
-from warcio.statusandheaders import StatusAndHeadersParserException
 
+from tasks.archive import WARC_ERRORS
 from tasks.fetch import FetchError, download, fetch_document
 from tasks.normalise import OpaqueGoogleNewsLink, as_utc, google_news_target, parse_date
 from tasks.records import Article, Hints, RawRef, SourceKind, State
@@ -647,11 +646,6 @@ def _valid_url(url: str) -> bool:
 
 # --- WARC files -----------------------------------------------------------------------------
 
-# What warcio raises on a truncated or corrupt file. AttributeError: warcio 1.7/1.8 call
-# `uri.startswith` on a record header cut off before its WARC-Target-URI.
-_WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, EOFError, zlib.error, isal_zlib.error,
-                ValueError, AttributeError)
-
 # The scan inflates every byte of the file (a gzip member has no length field: the next record's
 # offset is known only once this one is inflated), and zlib's inflate was the loading process's
 # largest cost in a backfill. ISA-L inflates the same stream in about half the time (a 5,000-page,
@@ -691,7 +685,7 @@ def _warc_records(iterator: ArchiveIterator, path: str) -> Iterator[ArcWarcRecor
             record = next(iterator)
         except StopIteration:
             return
-        except _WARC_ERRORS as exc:
+        except WARC_ERRORS as exc:
             raise SourceError(f"{path}: corrupt or truncated WARC: {type(exc).__name__}: {exc}") from exc
         yield record
 

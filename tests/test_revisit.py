@@ -4,8 +4,10 @@ tasks/load.py revisit_candidates and record_revisits, flows/revisit.py)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -284,3 +286,75 @@ def test_a_story_moved_to_a_new_slug_is_a_new_version_and_its_new_url_leads_to_i
     with duckdb.connect(str(fresh_db), read_only=True) as con:
         assert con.execute("SELECT count(*), max(version) FROM articles").fetchone() == (1, 2)
         assert con.execute("SELECT count(DISTINCT article_id) FROM url_aliases").fetchone() == (1,)
+
+
+def _validated(page: str, etag: str | None = None, last_modified: str | None = None) -> Callable[[Any], tuple]:
+    """A page served with validators, answering 304 to a conditional GET that still matches them."""
+    from tests.servers import html
+
+    def route(request: Any) -> tuple:
+        if (etag and request.headers.get("if-none-match") == etag) or (
+                last_modified and request.headers.get("if-modified-since") == last_modified):
+            return 304, {}, b""
+        return html(page, **({"ETag": etag} if etag else {}), **({"Last-Modified": last_modified} if last_modified else {}))
+    return route
+
+
+@pytest.mark.usefixtures("prefect_harness", "newsflow_env")
+def test_a_revisit_asks_only_for_a_changed_page(fresh_db: Path, monkeypatch: pytest.MonkeyPatch):
+    """The stored response's ETag / Last-Modified go out as If-None-Match / If-Modified-Since; a
+    304 is "unchanged" (not-modified) without a page, a 200 is compared as ever; off with
+    NEWSFLOW_REVISIT_CONDITIONAL=false."""
+    from flows.ingest import ingest
+    from flows.revisit import revisit
+    from tests.servers import html, serve
+
+    when = "Mon, 19 Dec 2022 10:00:00 GMT"
+    routes = {"/etag": _validated(SEED, etag='"v1"'),
+              "/dated": _validated(_story("Council Approves Cycle Lane", "the cycle lane"), last_modified=when),
+              "/edited": _validated(_story("Museum Reopens After Flood", "the museum"), etag='"m1"'),
+              "/plain": html(_story("Bakery Wins Bread Prize", "the bakery"))}
+    with serve(routes) as site:
+        ingest(urls=[site.url(p) for p in routes], db=str(fresh_db))
+        _age(fresh_db, hours=1.5)
+        routes["/edited"] = _validated(_story("Museum Reopens After Flood", "the museum").replace(
+            "</article>", f"<p>{CORRECTION}</p></article>"), etag='"m2"')
+        seen = len(site.requests)
+        first = revisit(db=str(fresh_db))
+        asked = {r.path: (r.headers.get("if-none-match"), r.headers.get("if-modified-since")) for r in site.requests[seen:]}
+        monkeypatch.setenv("NEWSFLOW_REVISIT_CONDITIONAL", "false")
+        _age(fresh_db, hours=5)
+        seen = len(site.requests)
+        second = revisit(db=str(fresh_db))
+        asked_again = [(r.headers.get("if-none-match"), r.headers.get("if-modified-since")) for r in site.requests[seen:]]
+    assert asked == {"/etag": ('"v1"', None), "/dated": (None, when), "/edited": ('"m1"', None), "/plain": (None, None)}
+    assert {k: first[k] for k in ("revisited", "changed", "unchanged")} == {"revisited": 4, "changed": 1, "unchanged": 3}
+    assert asked_again == [(None, None)] * 4 and second["unchanged"] == 4
+    with duckdb.connect(str(fresh_db), read_only=True) as con:
+        outcomes = con.execute("SELECT a.url, r.outcome, r.reason, r.http_status FROM revisits r JOIN articles a "
+                               "USING (article_id) WHERE r.run_id = ? ORDER BY a.url", [first["run_id"]]).fetchall()
+        edited = con.execute("SELECT version, text FROM articles WHERE url = ?", [site.url("/edited")]).fetchone()
+    assert outcomes == [(site.url("/dated"), "unchanged", "not-modified", 304),
+                        (site.url("/edited"), "changed", None, 200),
+                        (site.url("/etag"), "unchanged", "not-modified", 304),
+                        (site.url("/plain"), "unchanged", None, 200)]
+    assert edited[0] == 2 and CORRECTION in edited[1]
+
+
+def test_validators_come_from_the_stored_response_and_an_unreadable_one_gives_none(tmp_path: Path):
+    from tasks.archive import raw_writer
+    from tasks.records import Article, SourceKind
+    from tasks.revisit import with_validators
+
+    with raw_writer(tmp_path) as writer:
+        ref = writer.write("https://a.example/x", 200, "OK", [("Content-Type", "text/html"), ("ETag", 'W/"7"'),
+                                                               ("Last-Modified", "Mon, 19 Dec 2022 10:00:00 GMT")],
+                           b"<p>x</p>", datetime.now(UTC))
+    stored = Article(url="https://a.example/x", source="s", source_kind=SourceKind.URLS, article_id="a", raw=ref)
+    lost = stored.replace(raw=ref.__class__(str(tmp_path / "erased.warc.gz"), 0, 10))
+    [ready, unreadable] = with_validators([stored, lost])
+    [unconditional] = with_validators([stored], conditional=False)
+    assert (ready.hints.etag, ready.hints.last_modified) == ('W/"7"', "Mon, 19 Dec 2022 10:00:00 GMT")
+    assert (unreadable.hints.etag, unreadable.hints.last_modified) == (None, None)
+    assert (unconditional.hints.etag, unconditional.hints.last_modified) == (None, None)
+    assert ready.raw is None and unreadable.raw is None and unconditional.raw is None  # all fetched again
