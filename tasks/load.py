@@ -35,8 +35,8 @@ from tasks.normalise import canonical_url, clean_domains, domain_of
 from tasks.records import Article, RawRef, SourceKind, State
 from tasks.settings import Settings, size_in_bytes
 from tasks.similarity import signatures
-from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, SEARCH, SEARCH_STATE, UNINDEXED_COUNT,
-                         UNINDEXED_SPAN, VIEWS, SearchUnavailableError, export_sql, load_fts)
+from tasks.views import (CREATE_INDEX, INDEX_EXISTS, INDEXED_FINGERPRINT, ROW_HASH, SEARCH, SEARCH_STATE, STALE_EXISTS,
+                         UNINDEXED_COUNT, UNINDEXED_SPAN, VIEWS, SearchUnavailableError, export_sql, load_fts)
 
 log = logging.getLogger(__name__)
 
@@ -747,7 +747,8 @@ def update_extractions(db: Path | str, run_id: str, records: Sequence[Article],
 
 
 def _update_articles(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> int:
-    staged = pa.table(_extraction_columns(records))  # noqa: F841 (used by name in SQL)
+    staged = pa.table(_extraction_columns(records))
+    _leave_search_index(con, staged)
     sets = ", ".join(f"{c} = s.{c}" for c in [*_EXTRACTED_COLUMNS, "extractor_version", "field_sources",
                                                  "extraction_settings"])
     differs = " OR ".join(f"a.{c} IS DISTINCT FROM s.{c}" for c in _EXTRACTED_COLUMNS)
@@ -756,6 +757,26 @@ def _update_articles(con: duckdb.DuckDBPyConnection, records: Sequence[Article])
         "RETURNING a.article_id").fetchall()}
     _resign(con, [r for r in records if r.article_id in updated])
     return len(updated)
+
+
+def _leave_search_index(con: duckdb.DuckDBPyConnection, staged: pa.Table) -> None:
+    """Before `articles` takes the titles and texts in `staged`: the indexed articles whose title
+    or text changes become `search_stale` (searches score their new version on the fly) and leave
+    the fingerprint of what the index is trusted for, so the run need not rebuild the index over
+    the whole archive for them (tasks/views.py); `refresh_search` rebuilds once too many wait."""
+    if not con.execute(INDEX_EXISTS).fetchone()[0]:
+        return
+    con.execute(SEARCH_STATE)  # a database an older newsflow indexed
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE leaving AS
+        SELECT a.article_id, {ROW_HASH} AS row_hash FROM articles a JOIN staged s USING (article_id)
+        SEMI JOIN fts_main_articles.docs d ON d.name = a.article_id
+        ANTI JOIN search_stale t ON t.article_id = a.article_id
+        WHERE a.title IS DISTINCT FROM s.title OR a.text IS DISTINCT FROM s.text""")
+    con.execute("UPDATE search_index_state SET articles = articles - (SELECT count(*) FROM leaving), "
+                "fingerprint = xor(fingerprint, (SELECT coalesce(bit_xor(row_hash), 0) FROM leaving))")
+    con.execute("INSERT INTO search_stale SELECT article_id FROM leaving")
+    con.execute("DROP TABLE leaving")
 
 
 def _resign(con: duckdb.DuckDBPyConnection, records: Sequence[Article]) -> None:
@@ -990,6 +1011,7 @@ def _new_versions(con: duckdb.DuckDBPyConnection, run_id: str, changes: Sequence
                s.revised_at AS replaced_at, $run AS replaced_by_run, s.title_changed, s.diff, s.correction,
                a.extractor_version IS DISTINCT FROM s.extractor_version AS extractor_changed
         FROM articles a JOIN staged s USING (article_id)""", {"run": run_id})
+    _leave_search_index(con, staged)
     sets = ", ".join(f"{c} = s.{c}" for c in [*_EXTRACTED_COLUMNS, *_REVISIT_FETCH_COLUMNS, "extractor_version",
                                                  "field_sources", "extraction_settings"])
     con.execute(f"UPDATE articles AS a SET {sets}, version = a.version + 1 FROM staged s "
@@ -1100,6 +1122,11 @@ def delete_forgotten(db: Path | str) -> dict[str, int]:
                      + _DOMAIN_RULE.format("s.domain") + ")")
         if removed["articles"]:
             rebuild_clusters(con)  # a forgotten article may have been a cluster's first or its bridge
+            # The index still holds the removed texts' words, even those of a stale article's first
+            # version: the next `refresh_search` (flows/forget.py runs it) rebuilds it, whatever waits.
+            con.execute(SEARCH_STATE)  # a database older than it
+            con.execute("DELETE FROM search_stale WHERE article_id IN (SELECT article_id FROM forgotten_ids)")
+            con.execute("DELETE FROM search_index_state")
         con.execute("DROP TABLE forgotten_ids")
         con.unregister("fetch_rows")
     return removed
@@ -1362,6 +1389,7 @@ def refresh_search(db: Path | str) -> int:
     `tasks.views.SearchUnavailableError` without the extension."""
     settings = Settings()
     with transaction(db) as con:
+        con.execute(SEARCH_STATE)  # a database an older newsflow indexed
         if con.execute(INDEX_EXISTS).fetchone()[0]:
             indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
             built = con.execute("SELECT articles, fingerprint FROM search_index_state").fetchone()
@@ -1374,6 +1402,7 @@ def refresh_search(db: Path | str) -> int:
             con.execute(CREATE_INDEX)
         finally:
             con.execute("SET memory_limit = ?", [writer_memory_limit(settings)])
+        con.execute("DELETE FROM search_stale")  # the new index holds every article as it is now
         indexed, fingerprint = con.execute(INDEXED_FINGERPRINT).fetchone()
         con.execute("DELETE FROM search_index_state")
         con.execute("INSERT INTO search_index_state VALUES (?, ?, now())", [indexed, fingerprint])
@@ -1416,6 +1445,8 @@ def search(db: Path | str, text: str, since: str | None = None, source: str | No
     """Articles matching `text`, best BM25 score first (source matches a source name or a domain)."""
     with connect(db, read_only=True, wait=wait) as con:
         load_fts(con)
+        if not con.execute(STALE_EXISTS).fetchone()[0]:  # a database last written by an older newsflow
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS search_stale (article_id VARCHAR)")
         con.execute("BEGIN TRANSACTION")  # the rowids looked up first and the search: one snapshot
         try:
             filters = {"since": since, "source": source}

@@ -13,11 +13,13 @@ Search is DuckDB's `fts` extension (BM25 over title and text). DuckDB cannot dow
 (no network at run time), so it is installed from the file that the PyPI package
 `duckdb-extension-fts` ships for our pinned DuckDB (1.5.5). The index is a snapshot: DuckDB's
 fts has no incremental update, so a search also scores the articles loaded since the last build
-on the fly (see SEARCH), and `refresh_search`, at the end of a flow run, rebuilds the index only
-when more than `search_unindexed_max` articles wait outside it or an indexed text changed
-(`search_index_state` holds the indexed columns' fingerprint): a rebuild reads every article (37 s
-at 100,000 here), a fingerprint only hashes them (0.3-0.7 s), so a scheduled run that adds a few
-hundred articles to a large archive does not pay for the whole archive each time.
+on the fly (see SEARCH), and so does it the indexed articles whose headline or text changed since
+(a revisit's new version, a re-extraction: `search_stale`). `refresh_search`, at the end of a flow
+run, rebuilds the index only when more than `search_unindexed_max` articles wait outside it or
+stale, or when an indexed text changed some other way (`search_index_state` holds the fingerprint
+of the indexed, not stale articles): a rebuild reads every article (37 s at 100,000 here), a
+fingerprint only hashes them (0.3-0.7 s), so a scheduled run that adds or revises a few hundred
+articles of a large archive does not pay for the whole archive each time.
 """
 
 from __future__ import annotations
@@ -147,8 +149,10 @@ CREATE_INDEX = "PRAGMA create_fts_index('articles', 'article_id', 'title', 'text
 # 100,000 articles here). `refresh_search` rebuilds it once more than `search_unindexed_max` of
 # them wait (or an indexed text changed); tests/test_views.py checks these scores against an index
 # built over the same articles.
-# The articles the index lacks (fts's `docs` table names each indexed article by its id).
-_UNINDEXED = "articles a ANTI JOIN fts_main_articles.docs d ON d.name = a.article_id"
+# The articles a search scores itself: those the index lacks (fts's `docs` table names each indexed
+# article by its id) and those that changed since it was built (`search_stale`).
+_STALE = "a.article_id IN (SELECT article_id FROM search_stale)"
+_UNINDEXED = f"articles a WHERE (a.article_id NOT IN (SELECT name FROM fts_main_articles.docs) OR {_STALE})"
 _SEARCH_FILTERS = r"""
     ($since IS NULL OR coalesce(published_at, fetched_at) >= CAST($since AS TIMESTAMPTZ))
     AND ($source IS NULL OR source = $source OR domain = regexp_replace(lower($source), '^www\.', ''))
@@ -161,16 +165,16 @@ _SEARCH_FILTERS = r"""
 # slower. (Joining on rowid instead, with the rowids as a table, crashed DuckDB 1.5.5.)
 UNINDEXED_SPAN = f"""
 SELECT min(a.rowid), max(a.rowid) FROM {_UNINDEXED}
-WHERE {_SEARCH_FILTERS}
+AND {_SEARCH_FILTERS}
 """
 SEARCH = rf"""
 WITH indexed AS (
-    SELECT article_id, fts_main_articles.match_bm25(article_id, $query) AS score FROM articles
-    WHERE {_SEARCH_FILTERS}
+    SELECT article_id, fts_main_articles.match_bm25(article_id, $query) AS score FROM articles a
+    WHERE NOT {_STALE} AND {_SEARCH_FILTERS}
 ),
 unindexed AS (
     SELECT a.article_id, a.title, a.text FROM {_UNINDEXED}
-    WHERE a.rowid BETWEEN $first AND $last AND {_SEARCH_FILTERS}
+    AND a.rowid BETWEEN $first AND $last AND {_SEARCH_FILTERS}
 ),
 query_terms AS (SELECT DISTINCT stem(unnest(fts_main_articles.tokenize($query)), 'porter') AS term),
 words AS (
@@ -205,11 +209,14 @@ ORDER BY s.score DESC, published DESC NULLS LAST, a.url
 LIMIT $limit
 """
 
-# What the index covers, and what it does not yet: the indexed articles' columns as a fingerprint
-# (a changed or removed row changes it: xor of row hashes), and the count of articles not in it.
-INDEXED_FINGERPRINT = """
-SELECT count(*), coalesce(bit_xor(hash(a.article_id, a.title, a.text)), 0)
+# What the index covers, and what it does not yet: the indexed, not stale articles' columns as a
+# fingerprint (a changed or removed row changes it: xor of row hashes), and the count of articles
+# a search scores itself.
+ROW_HASH = "hash(a.article_id, a.title, a.text)"
+INDEXED_FINGERPRINT = f"""
+SELECT count(*), coalesce(bit_xor({ROW_HASH}), 0)
 FROM articles a SEMI JOIN fts_main_articles.docs d ON d.name = a.article_id
+WHERE NOT {_STALE}
 """
 UNINDEXED_COUNT = f"SELECT count(*) FROM {_UNINDEXED}"
 SEARCH_STATE = """
@@ -218,7 +225,11 @@ CREATE TABLE IF NOT EXISTS search_index_state (  -- what the fts index was built
     fingerprint UBIGINT,
     built_at    TIMESTAMPTZ
 );
+-- indexed articles whose headline or text changed since the index was built: searches score them on
+-- the fly until the next rebuild empties this table (tasks/load.py `_leave_search_index`)
+CREATE TABLE IF NOT EXISTS search_stale (article_id VARCHAR NOT NULL);
 """
+STALE_EXISTS = "SELECT count(*) > 0 FROM duckdb_tables() WHERE table_name = 'search_stale' AND database_name = current_database()"
 
 INDEX_EXISTS = ("SELECT count(*) > 0 FROM duckdb_schemas() "
                 "WHERE schema_name = 'fts_main_articles' AND database_name = current_database()")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks import load
+from tasks.records import Article, Extracted, SourceKind
 from tasks.views import SearchUnavailableError, fts_extension_file
 from tests.conftest import SAMPLE_ARTICLES
 
@@ -180,6 +181,42 @@ def test_articles_loaded_after_the_index_are_found_without_rebuilding_it(small_d
     assert _built_at(small_db) > first
     assert load.query(small_db, "SELECT count(*) FROM fts_main_articles.docs")[1] == [(6,)]
     assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/a5"]
+
+
+def _revised(article_id: str, title: str, text: str) -> Article:
+    """A new version of a stored article, as a revisit or a re-extraction hands it to the load."""
+    return Article(url=f"https://good.example/{article_id}", source="good", source_kind=SourceKind.FEED,
+                   article_id=article_id, title=title, word_count=len(text.split()),
+                   extracted=Extracted(text=text, title=title, extractor_version="test"))
+
+
+@pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
+def test_a_revised_article_is_searched_in_its_new_version_without_rebuilding_the_index(
+        small_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed indexed article is scored on the fly (`search_stale`) until more than
+    NEWSFLOW_SEARCH_UNINDEXED_MAX wait; forgetting one rebuilds the index (its old words are in it)."""
+    monkeypatch.setenv("NEWSFLOW_SEARCH_UNINDEXED_MAX", "1")
+    load.refresh_search(small_db)
+    first = _built_at(small_db)
+    assert load.update_extractions(small_db, "r2", [_revised("a1", "Lighthouse", "A lighthouse keeper retires.")]) == 1
+    assert load.refresh_search(small_db) == 3 and _built_at(small_db) == first  # one waits: no rebuild
+    assert load.search(small_db, "ferry")[1] == []  # the indexed first version is not what is searched
+    assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]  # once
+    assert load.update_extractions(small_db, "r3", [_revised("a1", "Lighthouse", "The lighthouse keeper retires.")]) == 1
+    assert load.refresh_search(small_db) == 3 and _built_at(small_db) == first  # still the one article
+    assert [r[-1] for r in load.search(small_db, "lighthouse keeper")[1]] == ["https://good.example/1"]
+    assert load.update_extractions(small_db, "r4", [_revised("a2", "Allotments", "New allotments open.")]) == 1
+    assert load.refresh_search(small_db) == 3 and _built_at(small_db) > first  # two wait: rebuilt
+    assert load.query(small_db, "SELECT count(*) FROM search_stale")[1] == [(0,)]
+    assert [r[-1] for r in load.search(small_db, "allotments")[1]] == ["https://good.example/2"]
+    assert [r[-1] for r in load.search(small_db, "lighthouse")[1]] == ["https://good.example/1"]
+
+    rebuilt = _built_at(small_db)
+    load.update_extractions(small_db, "r5", [_revised("a1", "Lighthouse", "A lighthouse keeper and a ferry.")])
+    load.add_forgotten(small_db, ["https://good.example/1"], [], "takedown")
+    load.delete_forgotten(small_db)
+    assert load.refresh_search(small_db) == 2 and _built_at(small_db) > rebuilt
+    assert load.query(small_db, "SELECT count(*) FROM fts_main_articles.docs WHERE name = 'a1'")[1] == [(0,)]
 
 
 @pytest.mark.skipif(fts_extension_file() is None, reason="duckdb-extension-fts has no build for this platform")
