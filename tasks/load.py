@@ -1272,9 +1272,10 @@ def start_run(db: Path | str, run_id: str, flow: str, parameters: dict[str, Any]
 
 def finish_run(db: Path | str, run_id: str, discovered: int, status: str = "completed") -> None:
     """Close a run, with its counts taken from what `fetches` recorded for it, and learn the
-    furniture of the sites it loaded articles of (used by the next runs)."""
-    counts = ", ".join(f"{s} = (SELECT count(*) FROM fetches WHERE run_id = $run AND state = '{s}')"
-                       for s in STATES)
+    furniture of the sites it loaded articles of (used by the next runs). A revisit run records
+    no fetches (its outcomes are in `revisits`): its counts stay NULL, not 0."""
+    counts = ", ".join(f"{s} = CASE WHEN flow = 'revisit' THEN NULL ELSE "
+                       f"(SELECT count(*) FROM fetches WHERE run_id = $run AND state = '{s}') END" for s in STATES)
     with transaction(db) as con:
         con.execute(
             f"UPDATE runs SET finished_at = $now, status = $status, discovered = $discovered, {counts} "

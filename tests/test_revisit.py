@@ -334,11 +334,14 @@ def test_a_revisit_asks_only_for_a_changed_page(fresh_db: Path, monkeypatch: pyt
         outcomes = con.execute("SELECT a.url, r.outcome, r.reason, r.http_status FROM revisits r JOIN articles a "
                                "USING (article_id) WHERE r.run_id = ? ORDER BY a.url", [first["run_id"]]).fetchall()
         edited = con.execute("SELECT version, text FROM articles WHERE url = ?", [site.url("/edited")]).fetchone()
+        run = con.execute("SELECT flow, status, discovered, loaded, failed FROM runs WHERE run_id = ?",
+                          [first["run_id"]]).fetchone()
     assert outcomes == [(site.url("/dated"), "unchanged", "not-modified", 304),
                         (site.url("/edited"), "changed", None, 200),
                         (site.url("/etag"), "unchanged", "not-modified", 304),
                         (site.url("/plain"), "unchanged", None, 200)]
     assert edited[0] == 2 and CORRECTION in edited[1]
+    assert run == ("revisit", "completed", 4, None, None)  # its outcomes are in `revisits`, not fetch states
 
 
 def test_validators_come_from_the_stored_response_and_an_unreadable_one_gives_none(tmp_path: Path):
