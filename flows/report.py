@@ -19,7 +19,7 @@ def summary_markdown(summary: list[dict[str, Any]]) -> str:
     """A markdown table: one row per source with counts per state and its top failure reasons."""
     header = "| " + " | ".join([*COLUMNS, "top reasons"]) + " |"
     rule = "|" + "---|" * (len(COLUMNS) + 1)
-    rows = ["| " + " | ".join([*(str(e[c]) for c in COLUMNS), "; ".join(e["top_reasons"])]) + " |"
+    rows = ["| " + " | ".join([*(_cell(str(e[c])) for c in COLUMNS), _cell("; ".join(e["top_reasons"]))]) + " |"
             for e in summary]
     return "\n".join([header, rule, *rows])
 

@@ -165,3 +165,14 @@ def test_a_publishers_tdm_reservation_header_lands_with_the_article(fresh_db: Pa
     assert snapshot_rows(fresh_db, "SELECT url, tdm_reserved, field_sources['tdm_reserved'] FROM articles ORDER BY url") == [
         (site.url("/reserved"), True, "header"), (site.url("/silent"), None, None)]
     assert snapshot_rows(fresh_db, "SELECT tdm_reserved_rate FROM source_health") == [(0.5,)]
+
+
+def test_the_summary_artifact_keeps_its_columns_whatever_a_reason_or_a_source_holds():
+    from flows.report import COLUMNS, summary_markdown
+
+    entry = {**dict.fromkeys(COLUMNS, 1), "source": "feeds|weird.xml",
+             "top_reasons": ["source failed: parse error at <a|b>\nline 2", "http-404 (3)"]}
+    header, rule, row = summary_markdown([entry]).splitlines()
+    unescaped = lambda line: line.replace("\\|", "").count("|")  # noqa: E731
+    assert unescaped(row) == unescaped(header) == len(COLUMNS) + 2
+    assert "feeds\\|weird.xml" in row and "<a\\|b> line 2; http-404 (3)" in row
