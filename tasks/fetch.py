@@ -106,7 +106,7 @@ import httpx
 
 from tasks.archive import RawWriter, raw_writer
 from tasks.pacing import Pacer
-from tasks.records import Article, Hints, State
+from tasks.records import Article, State
 from tasks.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from tasks.robots import Robots, RobotsCache, Verdict, from_error, from_status
 from tasks.settings import Settings
@@ -320,7 +320,8 @@ class _Page:
 async def _fetch_article(session: _Session, record: Article, writer: RawWriter) -> Article:
     """The record fetched and archived, or finished with the reason it could not be."""
     try:
-        page = await _with_deadline(session, lambda d: _get_page(session, record.url, d, _conditional(record.hints)))
+        conditional = conditional_headers(record.hints.etag, record.hints.last_modified)
+        page = await _with_deadline(session, lambda d: _get_page(session, record.url, d, conditional))
     except FetchError as exc:
         log.debug("fetch %s: %s", record.url, exc.reason)
         return record.replace(final_url=exc.url, http_status=exc.status,
@@ -332,10 +333,10 @@ async def _fetch_article(session: _Session, record: Article, writer: RawWriter) 
                           content_type=page.content_type, raw=raw)
 
 
-def _conditional(hints: Hints) -> dict[str, str]:
-    """The conditional request headers for a page whose earlier response gave these validators
-    (a revisit); none for a value that is not a plain header value (it came from an archive)."""
-    headers = {"If-None-Match": hints.etag, "If-Modified-Since": hints.last_modified}
+def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """The headers of a conditional GET for a document whose earlier response gave these validators
+    (a feed polled again, a revisit); none for a value that is not a plain header value."""
+    headers = {"If-None-Match": etag, "If-Modified-Since": last_modified}
     return {k: v for k, v in headers.items() if v and v.isascii() and v.isprintable()}
 
 

@@ -45,7 +45,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from tasks.archive import WARC_ERRORS
-from tasks.fetch import FetchError, download, fetch_document
+from tasks.fetch import FetchError, conditional_headers, download, fetch_document
 from tasks.normalise import OpaqueGoogleNewsLink, as_utc, google_news_target, parse_date
 from tasks.records import Article, Hints, RawRef, SourceKind, State
 from tasks.settings import Settings
@@ -917,9 +917,7 @@ def _streamer(settings: Settings) -> StreamFetch:
 def _poll_feed(spec: SourceSpec, settings: Settings, previous: dict[str, Any],
                state: dict[str, Any]) -> list[Article]:
     """A feed's entries, or none when it has not changed since the last poll."""
-    headers = {k: v for k, v in (("If-None-Match", previous.get("etag")),
-                                 ("If-Modified-Since", previous.get("last_modified"))) if v}
-    document = fetch_document(spec.location, settings, headers)
+    document = fetch_document(spec.location, settings, conditional_headers(previous.get("etag"), previous.get("last_modified")))
     if document.status == 304:
         state["last_status"] = "not-modified"
         return []
