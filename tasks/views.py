@@ -143,12 +143,12 @@ CREATE OR REPLACE VIEW source_revisions AS SELECT * FROM source_revisions('{EPOC
 # Porter stemming and English stop words are fts's defaults; accents and case are folded.
 CREATE_INDEX = "PRAGMA create_fts_index('articles', 'article_id', 'title', 'text', overwrite = 1)"
 
-# Articles loaded since the index was built are not in it: a search scores them on the fly with
-# the index's own tokenizer, stop words, stemmer and statistics (the BM25 of fts's match_bm25,
-# k = 1.2, b = 0.75), so each run need not rebuild the index over the whole archive (37 s at
-# 100,000 articles here). `refresh_search` rebuilds it once more than `search_unindexed_max` of
-# them wait (or an indexed text changed); tests/test_views.py checks these scores against an index
-# built over the same articles.
+# Articles loaded since the index was built are not in it, and those revised since are stale in it:
+# a search scores them on the fly with the index's own tokenizer, stop words, stemmer and statistics
+# (the BM25 of fts's match_bm25, k = 1.2, b = 0.75), so each run need not rebuild the index over the
+# whole archive (37 s at 100,000 articles here). `refresh_search` rebuilds it once more than
+# `search_unindexed_max` of them wait (or an indexed text changed outside newsflow's writes);
+# tests/test_views.py checks these scores against an index built over the same articles.
 # The articles a search scores itself: those the index lacks (fts's `docs` table names each indexed
 # article by its id) and those that changed since it was built (`search_stale`).
 _STALE = "a.article_id IN (SELECT article_id FROM search_stale)"
