@@ -33,7 +33,7 @@ Exceptions (`reason` is what lands in the `fetches.reason` column)::
      │                                        transient for 429/500/502/503/504
      ├── TransientError                       timeout, connect-error, protocol-error (retried)
      ├── RedirectError                        too-many-redirects, redirect-loop
-    ├── NotModifiedError                     not-modified (state skipped): a revisit's copy is current
+     ├── NotModifiedError                     not-modified (state skipped): a revisit's copy is current
      ├── TooLargeError                        too-large (after decompression)
      ├── DeadlineError                        deadline
      └── FetchError itself                    tls-error, dns-error, bad-encoding, decode-error,
