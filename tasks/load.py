@@ -854,7 +854,10 @@ LEFT JOIN article_versions nxt ON nxt.article_id = v.article_id AND nxt.version 
 """
 SCHEMA += REVISIT_SCHEMA
 
-REVISIT_OUTCOMES = ["changed", "unchanged", "gone", *[s for s in STATES if s not in ("loaded", "duplicate")]]
+# A revisit run's counts, in the order they are shown: each revisit's outcome, and `not_modified`,
+# those of the unchanged whose site answered 304 to the conditional GET (no page was downloaded).
+REVISIT_OUTCOMES = ["changed", "unchanged", "not_modified", "gone",
+                    *[s for s in STATES if s not in ("loaded", "duplicate")]]
 
 
 def revisit_candidates(db: Path | str, after_hours: Sequence[float], now: datetime,
@@ -976,7 +979,9 @@ def record_revisits(db: Path | str, run_id: str, records: Sequence[Article]) -> 
         con.execute("INSERT INTO revisits BY NAME SELECT s.*, $run AS run_id FROM staged s "
                     "ANTI JOIN (SELECT article_id FROM revisits WHERE run_id = $run) USING (article_id)",
                     {"run": run_id})
-    return dict(Counter(o for _, o, _, _ in outcomes))
+    counts = Counter(o for _, o, _, _ in outcomes)
+    counts["not_modified"] = sum(1 for _, _, why, _ in outcomes if why == NOT_MODIFIED)
+    return {k: n for k, n in counts.items() if n}
 
 
 def revisit_changes(db: Path | str, run_id: str) -> list[dict[str, Any]]:

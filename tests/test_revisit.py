@@ -329,6 +329,7 @@ def test_a_revisit_asks_only_for_a_changed_page(fresh_db: Path, monkeypatch: pyt
         asked_again = [(r.headers.get("if-none-match"), r.headers.get("if-modified-since")) for r in site.requests[seen:]]
     assert asked == {"/etag": ('"v1"', None), "/dated": (None, when), "/edited": ('"m1"', None), "/plain": (None, None)}
     assert {k: first[k] for k in ("revisited", "changed", "unchanged")} == {"revisited": 4, "changed": 1, "unchanged": 3}
+    assert first["not_modified"] == 2 and "not_modified" not in second  # no page downloaded for the two 304s
     assert asked_again == [(None, None)] * 4 and second["unchanged"] == 4
     with duckdb.connect(str(fresh_db), read_only=True) as con:
         outcomes = con.execute("SELECT a.url, r.outcome, r.reason, r.http_status FROM revisits r JOIN articles a "
