@@ -142,8 +142,9 @@ _DOCTYPE_TAG = re.compile(DOCTYPE_TAG.pattern.encode(), re.IGNORECASE)
 _FAULTY_HTML = re.compile(FAULTY_HTML.pattern.encode(), re.IGNORECASE)
 
 
-def parse_html(body: bytes, content_type: str | None = None) -> Any:
+def parse_html(body: bytes, content_type: str | None = None, encoding: str | None = None) -> Any:
     """The page's lxml tree: the tree trafilatura's load_html builds from `decode_html`'s text.
+    `encoding`: the page's codec (`page_encoding`), when the caller already has it.
 
     Written by hand because load_html takes text: it runs a regex over the whole decoded page to
     drop control characters, repairs two libxml2 pitfalls, and lxml encodes the text back to
@@ -153,7 +154,7 @@ def parse_html(body: bytes, content_type: str | None = None) -> Any:
     the sample, the seed, edge cases and the extraction benchmark's pages, so a trafilatura
     upgrade that changes load_html fails there. None where load_html gives None.
     """
-    encoding = page_encoding(body, content_type)
+    encoding = encoding or page_encoding(body, content_type)
     if encoding == "utf-8" and (body.isascii() or _is_utf8(body)):
         data = body
     elif encoding == "utf-8-sig" and _is_utf8(body):
@@ -220,8 +221,10 @@ def extract_page(page: str | bytes, url: str, profile: str = SETTINGS_TAG,
     body. `header` gives the HTTP response's headers by name, where the page was fetched.
     """
     if isinstance(page, bytes):
-        tree = parse_html(page, content_type)
-        text_of_page = partial(decode_html, page, content_type)  # only readability-lxml reads it
+        # the codec found once: for a page that declares none, finding it runs charset detection
+        encoding = page_encoding(page, content_type)
+        tree = parse_html(page, encoding=encoding)
+        text_of_page = partial(page.decode, encoding, "replace")  # only readability-lxml reads it
     else:
         tree = load_html(page)
         text_of_page = lambda: page  # noqa: E731
