@@ -142,6 +142,28 @@ _DOCTYPE_TAG = re.compile(DOCTYPE_TAG.pattern.encode(), re.IGNORECASE)
 _FAULTY_HTML = re.compile(FAULTY_HTML.pattern.encode(), re.IGNORECASE)
 
 
+def _html_parser() -> Any:
+    """trafilatura's parser (its options, by `copy`), with lxml.html's element classes looked up in C.
+
+    Written by hand because lxml.html's parser picks each element's class with a Python callback
+    (`HtmlElementClassLookup.lookup`), run every time lxml makes a Python object for an element:
+    thousands of times a page in trafilatura's XPath pruning and tree walks. lxml's own C lookups
+    (classes by tag name, else the default HTML classes) give every element the same class
+    (tests/test_extract.py checks, element by element) and made trafilatura's run on a parsed
+    page ~4% faster (600 bench pages, interleaved, the outputs identical).
+    """
+    lookup = etree.ElementNamespaceClassLookup(etree.ElementDefaultClassLookup(
+        element=lxml.html.HtmlElement, comment=lxml.html.HtmlComment,
+        pi=lxml.html.HtmlProcessingInstruction, entity=lxml.html.HtmlEntity))
+    lookup.get_namespace(None).update(lxml.html.HtmlElementClassLookup._default_element_classes)
+    parser = HTML_PARSER.copy()
+    parser.set_element_class_lookup(lookup)
+    return parser
+
+
+_HTML_PARSER = _html_parser()
+
+
 def parse_html(body: bytes, content_type: str | None = None, encoding: str | None = None) -> Any:
     """The page's lxml tree: the tree trafilatura's load_html builds from `decode_html`'s text.
     `encoding`: the page's codec (`page_encoding`), when the caller already has it.
@@ -175,7 +197,7 @@ def parse_html(body: bytes, content_type: str | None = None, encoding: str | Non
             data = _FAULTY_HTML.sub(rb"\1>", data, count=1)
             break
     try:
-        tree = lxml.html.fromstring(data, parser=HTML_PARSER)
+        tree = lxml.html.fromstring(data, parser=_HTML_PARSER)
     except (etree.ParserError, ValueError):  # "Document is empty" and the like
         return None
     if tree is not None and is_dubious_html(beginning) and len(tree) < 2:

@@ -140,11 +140,13 @@ def test_invalid_utf8_does_not_crash() -> None:
 # --- parsing ----------------------------------------------------------------------------------
 
 def _same_tree_as_trafilatura(body: bytes, content_type: str | None = None) -> bool:
-    """parse_html's tree serialises exactly as trafilatura's load_html on decode_html's text."""
+    """parse_html's tree serialises exactly as trafilatura's load_html on decode_html's text, and
+    each of its elements has the Python class lxml.html gives it there."""
     ours, theirs = parse_html(body, content_type), load_html(decode_html(body, content_type))
     if ours is None or theirs is None:
         return ours is None and theirs is None
-    return etree.tostring(ours, encoding="unicode") == etree.tostring(theirs, encoding="unicode")
+    return (etree.tostring(ours, encoding="unicode") == etree.tostring(theirs, encoding="unicode")
+            and [type(e) for e in ours.iter()] == [type(e) for e in theirs.iter()])
 
 
 EDGE_PAGES = {
@@ -166,6 +168,9 @@ EDGE_PAGES = {
     "empty": b"",
     "whitespace": b"  \n ",
     "control bytes only": b"\x00\x01\x02",
+    # lxml.html gives these tags their own classes (FormElement, ...)
+    "forms": b'<html><body><FORM action="/s"><Input name="q" value="1"><label for="q">q</label>'
+             b'<select><option>1</option></select><textarea>t</textarea></FORM><p>x</p></body></html>',
 }
 
 
