@@ -88,18 +88,26 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _sample(pid: int) -> tuple[int, int, float, str] | None:
-    """(pss, rss) bytes, cpu seconds and a short command of one process; None if it is gone."""
+def _sample(pid: int, with_pss: bool = True) -> tuple[int | None, int, float, str] | None:
+    """(pss, rss) bytes, cpu seconds and a short command of one process; None if it is gone.
+    pss is None without `with_pss`: reading it walks every page the process maps (~6 ms of
+    kernel time for a 300 MB process), RSS and CPU cost microseconds."""
     # Written by hand: psutil is not a dependency and /proc gives PSS, which it needs root-free.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text() if with_pss else ""
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    except (OSError, IndexError, ValueError):
         return None
-    kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[-1] == "kB"}
+    if not cmd:  # a zombie: its CPU is the last live sample's, its command is gone
+        return None
+    pss = None
+    if with_pss:
+        kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[-1] == "kB"}
+        pss = kb.get("Pss", 0) * 1024
     cpu = (int(stat[11]) + int(stat[12])) / TICKS
-    return kb.get("Pss", 0) * 1024, kb.get("Rss", 0) * 1024, cpu, cmd[:200]
+    return pss, rss, cpu, cmd[:200]
 
 
 def classify(cmd: str) -> str:
@@ -111,13 +119,23 @@ def classify(cmd: str) -> str:
 
 
 TIMELINE_STEP = 1.0  # seconds between the timeline's points
+# The sampler shares the 2 cores with what it measures. Reading every process's PSS every 0.2 s
+# cost 16.5 ms of CPU a round for a backfill's tree (~4% of the machine) and about twice that for
+# stage (a)'s, whose forked workers map the parent's pages: more of (a)'s time than of (b)'s.
+# So each 0.2-second tick reads only RSS and CPU (microseconds), and PSS is read every
+# PSS_EVERY seconds and whenever the tree's RSS is RSS_STEP above its highest at a PSS read
+# (where a PSS peak is made: new pages). --pss-every 0 reads it every tick, as before 2026-11-30.
+PSS_EVERY = 1.0
+RSS_STEP = 16 * 1024 * 1024
+SCAN_EVERY = 1.0  # seconds between scans of /proc for the tree's processes (~4 ms a scan)
 
 
 class TreeSampler:
     """Samples a process tree until stopped: peak memory and each process's last CPU time."""
 
-    def __init__(self, pid: int, every: float = 0.2) -> None:
+    def __init__(self, pid: int, every: float = 0.2, pss_every: float | None = None) -> None:
         self.pid, self.every = pid, every
+        self.pss_every = PSS_EVERY if pss_every is None else pss_every
         self.peak_pss = self.peak_rss = self.peak_single = 0
         self.cpu: dict[int, tuple[float, str]] = {}
         # (seconds since start, PSS MB of the tree, of the root process, of its workers, CPU
@@ -127,6 +145,8 @@ class TreeSampler:
         # The sample of the peak PSS, whole: the timeline keeps one sample a second, and a peak
         # between two of them (a checkpoint, a batch's Arrow tables) would otherwise go unplaced.
         self.peak_sample: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+        self.pss_reads = 0
+        self.own_cpu = 0.0  # the sampler thread's own CPU (user and kernel): what it took from the run
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -140,29 +160,45 @@ class TreeSampler:
         self._thread.join()
 
     def _run(self) -> None:
+        pids: list[int] = []
+        next_scan = next_pss = 0.0
+        rss_mark = 0  # the tree's highest RSS at a PSS read
+        last_point: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         while not self._stop.is_set():
-            pss = rss = root = workers = 0
+            now = time.monotonic()
+            if now >= next_scan:
+                pids, next_scan = _descendants(self.pid), now + SCAN_EVERY
+            samples = {pid: got for pid in pids if (got := _sample(pid, with_pss=False)) is not None}
+            rss = sum(got[1] for got in samples.values())
+            if now >= next_pss or rss > rss_mark + RSS_STEP:
+                samples = {pid: got for pid in samples if (got := _sample(pid)) is not None}
+                next_pss, rss_mark = now + self.pss_every, max(rss_mark, rss)
+                self.pss_reads += 1
+                last_point = self._pss_point(samples, now)
+            self.peak_rss = max(self.peak_rss, rss)
             root_cpu = workers_cpu = 0.0
-            for pid in _descendants(self.pid):
-                got = _sample(pid)
-                if got is None:
-                    continue
-                pss, rss = pss + got[0], rss + got[1]
-                if pid == self.pid:
-                    root, root_cpu = got[0], got[2]
-                elif classify(got[3]) == "workers":
-                    workers, workers_cpu = workers + got[0], workers_cpu + got[2]
+            for pid, got in samples.items():
                 self.peak_single = max(self.peak_single, got[1])
                 self.cpu[pid] = (got[2], got[3])
-            elapsed = time.monotonic() - self._started
-            mb = 1024 * 1024
-            point = (round(elapsed, 1), pss // mb, root // mb, workers // mb)
-            if pss > self.peak_pss:
-                self.peak_sample = point
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
-            if not self.timeline or elapsed - self.timeline[-1][0] >= TIMELINE_STEP:
-                self.timeline.append((*point, round(root_cpu, 1), round(workers_cpu, 1)))
+                if pid == self.pid:
+                    root_cpu = got[2]
+                elif classify(got[3]) == "workers":
+                    workers_cpu += got[2]
+            if not self.timeline or last_point[0] - self.timeline[-1][0] >= TIMELINE_STEP:
+                self.timeline.append((*last_point, round(root_cpu, 1), round(workers_cpu, 1)))
+            self.own_cpu = time.thread_time()
             self._stop.wait(self.every)
+
+    def _pss_point(self, samples: dict[int, tuple[int | None, int, float, str]], now: float) -> tuple[float, int, int, int]:
+        """(seconds since start, PSS MB of the tree, of the root, of the workers); keeps the peak."""
+        mb = 1024 * 1024
+        pss = sum(got[0] or 0 for got in samples.values())
+        root = (samples[self.pid][0] or 0) if self.pid in samples else 0
+        workers = sum(got[0] or 0 for pid, got in samples.items() if pid != self.pid and classify(got[3]) == "workers")
+        point = (round(now - self._started, 1), pss // mb, root // mb, workers // mb)
+        if pss > self.peak_pss:
+            self.peak_pss, self.peak_sample = pss, point
+        return point
 
     def report(self) -> dict[str, Any]:
         cpu: dict[str, float] = {}
@@ -174,6 +210,7 @@ class TreeSampler:
                 # (seconds since start, PSS MB of the tree, of the root process, of its workers)
                 "peak_sample": list(self.peak_sample),
                 "peak_single_rss_mb": round(self.peak_single / mb), "cpu_s": cpu,
+                "sampler": {"cpu_s": round(self.own_cpu, 2), "pss_reads": self.pss_reads},
                 # each process apart: the forkserver (imports once) against the workers it forks
                 "cpu_s_by_process": sorted(((("parent" if pid == self.pid else classify(cmd)), pid, round(seconds, 2))
                                             for pid, (seconds, cmd) in self.cpu.items() if seconds >= 0.05),
@@ -573,6 +610,7 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
     results: dict[str, Any] = {"n": n, "seed": seed, "cores": os.cpu_count(), "workers": workers,
                                "corpus": json.loads((directory / corpus.META).read_text())["counts"],
                                "batch_size": batch_size, "settings": settings or {}, "stages": stages,
+                               "pss_every_s": PSS_EVERY,
                                "started": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
                                "loadavg_before": os.getloadavg(), "runs": []}
     for attempt in range(repeat):
@@ -704,7 +742,7 @@ def _json_line(log: Path) -> dict[str, Any]:
 
 
 def _mem(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("peak_pss_mb", "peak_rss_mb", "peak_sample", "peak_single_rss_mb", "cpu_s", "wall_s")}
+    return {k: m[k] for k in ("peak_pss_mb", "peak_rss_mb", "peak_sample", "peak_single_rss_mb", "cpu_s", "sampler", "wall_s")}
 
 
 def _say(key: str, value: dict[str, Any]) -> None:
@@ -727,6 +765,7 @@ def _setting(item: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global PSS_EVERY
     argv = sys.argv[1:] if argv is None else argv
     internal: dict[str, Any] = {
         "_limit": lambda a: limit(Path(a[0]), a[1], int(a[2])),
@@ -749,7 +788,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="NEWSFLOW_BATCH_SIZE for b, b0 and c (default: newsflow's)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
                         help="a newsflow setting for every stage, e.g. duckdb_memory_limit=256MB (repeatable)")
+    parser.add_argument("--pss-every", type=float, default=PSS_EVERY,
+                        help="seconds between PSS reads of the process tree (0: every 0.2-second tick)")
     args = parser.parse_args(argv)
+    PSS_EVERY = args.pss_every
     settings = dict(args.set)
     run(args.n, args.seed, args.stages.split(","), args.repeat, args.workers, args.port, args.batch_size, settings)
 
