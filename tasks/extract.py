@@ -32,6 +32,7 @@ from copy import deepcopy
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import cache, partial
+from itertools import accumulate, pairwise
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
@@ -810,6 +811,8 @@ _pool_lock = threading.Lock()
 # Chunks of pages per submit cut IPC overhead; smaller chunks for small batches keep every
 # worker busy.
 MAX_CHUNK = 12
+# Chunks per worker in what remains of a batch (see `chunk_sizes`).
+CHUNKS_AHEAD = 4
 # A pool that breaks before it ran anything cannot start (no memory, no forkserver): after
 # this many fresh ones, raise instead of spinning.
 MAX_IDLE_RESTARTS = 3
@@ -865,6 +868,24 @@ def shutdown_pool() -> None:
         _discard_pool(kill=False)
 
 
+def chunk_sizes(items: int, workers: int) -> list[int]:
+    """How a batch of `items` is cut into chunks for `workers`: each chunk a CHUNKS_AHEAD-th of
+    one worker's share of what is left, at most MAX_CHUNK, so chunks shrink to single pages at
+    the batch's end ("guided" scheduling, as OpenMP calls it).
+
+    Batches use the pool one at a time, so the workers that finish first wait for the batch's
+    last chunk: with equal 12-page chunks that left one worker idle ~0.15-0.2 s a batch
+    (`/proc/stat` during bench/throughput.py's stage b). Written here: concurrent.futures'
+    `chunksize` is fixed, and this is one loop.
+    """
+    sizes, left = [], items
+    while left:
+        size = max(1, min(MAX_CHUNK, left // (max(1, workers) * CHUNKS_AHEAD)))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 @dataclass(slots=True)
 class _Chunk:
     indices: list[int]
@@ -877,8 +898,8 @@ class _PoolRun:
     def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout: float) -> None:
         self.fn, self.items, self.workers, self.timeout = fn, items, max(1, workers), timeout
         self.results: list[Outcome | None] = [None] * len(items)
-        size = max(1, min(MAX_CHUNK, len(items) // (self.workers * 4)))
-        self.queue = deque(_Chunk(list(range(i, min(i + size, len(items))))) for i in range(0, len(items), size))
+        starts = accumulate(chunk_sizes(len(items), self.workers), initial=0)
+        self.queue = deque(_Chunk(list(range(a, b))) for a, b in pairwise(starts))
         self.inflight: dict[Future[list[Outcome]], tuple[_Chunk, float]] = {}
         self.restarts = 0
 

@@ -22,7 +22,9 @@ from trafilatura.utils import load_html
 from tasks.archive import raw_writer
 from tasks.extract import (
     EXTRACTOR_VERSION,
+    MAX_CHUNK,
     TIMEOUT,
+    chunk_sizes,
     decode_html,
     extract_batch,
     extract_page,
@@ -402,6 +404,26 @@ def test_a_crashing_worker_fails_only_its_item() -> None:
     assert outcomes[2].error == "extract-error:BrokenProcessPool"
     assert outcomes[4].error == "extract-error:KeyError"
     assert [o.value for o in run_pool(_fragile, [5], workers=2, timeout=5)] == [10]
+
+
+def test_a_crash_inside_a_chunk_of_many_pages_fails_only_its_page() -> None:
+    items = list(range(100, 220))  # (13 would raise)
+    items[70] = -1  # mid-batch, inside a 12-page chunk
+    outcomes = run_pool(_fragile, items, workers=2, timeout=5)
+    assert outcomes[70].error == "extract-error:BrokenProcessPool"
+    assert [o.value for i, o in enumerate(outcomes) if i != 70] == [2 * v for i, v in enumerate(items) if i != 70]
+
+
+@pytest.mark.parametrize("items", [1, 2, 7, 40, 97, 500, 5003])
+@pytest.mark.parametrize("workers", [1, 2, 8])
+def test_a_batch_is_cut_into_chunks_that_shrink_to_single_pages_at_its_end(items: int, workers: int) -> None:
+    sizes = chunk_sizes(items, workers)
+    assert sum(sizes) == items and min(sizes) >= 1 and max(sizes) <= MAX_CHUNK
+    assert sizes == sorted(sizes, reverse=True)
+    # the workers that finish first wait for at most one page of another's
+    assert sizes[-min(items, workers):] == [1] * min(items, workers)
+    if items >= 500 and workers <= 2:  # big batches still go in full chunks (fewer round trips)
+        assert sizes[0] == MAX_CHUNK and len(sizes) < items / 5
 
 
 # --- the benchmark ------------------------------------------------------------------------------
