@@ -43,7 +43,7 @@ from tasks.fetch import download, fetch_document
 from tasks.load import (finished_partitions, record_partition, reextract_candidates,
                         update_extractions)
 from tasks.normalise import clean_domains, domain_of, normalise_batch  # noqa: F401 (clean_domains: the flows' import)
-from tasks.records import Article, Hints, RawRef, SourceKind, State, batches
+from tasks.records import Article, Hints, RawRef, SourceKind, State, batches_with_last
 from tasks.pipeline import Pending, pipelined, prepare_batch
 from tasks.settings import Settings
 from tasks.sources import (MAX_SITEMAP_BYTES, SourceError, SourceSpec, discover, download_warc, iter_warc)
@@ -303,7 +303,7 @@ def run_partition(partition: Partition, settings: Settings, domains: Sequence[st
         return stages.load(prepared, partition.row("done", counts) if item[1] else None)
 
     try:
-        for (batch, _), result in pipelined(_with_last(batches(records, settings.batch_size)),
+        for (batch, _), result in pipelined(_with_last(records, settings.batch_size),
                                             lambda item: stages.prepare(item[0]), load):
             counts.update(result)
             if progress is not None and batch:
@@ -313,17 +313,17 @@ def run_partition(partition: Partition, settings: Settings, domains: Sequence[st
     return PartitionResult(partition, "done", counts, time.monotonic() - started)
 
 
-def _with_last(chunks: Iterator[list[Article]]) -> Iterator[tuple[list[Article], bool]]:
-    """Each batch and whether it is the last (read ahead by one); a single empty batch when there
-    are none, so that a partition with nothing to do is still recorded as done."""
-    batch = next(chunks, None)
-    if batch is None:
+def _with_last(records: Iterable[Article], size: int) -> Iterator[tuple[list[Article], bool]]:
+    """Each batch and whether it is the last (the last load records the partition as done); a
+    single empty batch when there are none, so that a partition with nothing to do is still
+    recorded as done. A source that fails mid-way: its records before the damage go out in a
+    batch that is not the last, then the error (`batches_with_last`)."""
+    empty = True
+    for batch, last in batches_with_last(records, size):
+        empty = False
+        yield batch, last
+    if empty:
         yield [], True
-        return
-    while batch is not None:
-        following = next(chunks, None)
-        yield batch, following is None
-        batch = following
 
 
 def run_partitions(partitions: Sequence[Partition], settings: Settings, db: Path, run_id: str,

@@ -47,19 +47,22 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
     """Each item with its load's result, in order: up to `ahead` prepares in flight, loads one
     at a time and in order, each started once its prepare and the previous load are done.
 
-    On an error (or when the caller stops early) nothing started is left running: every
+    When reading `items` fails (a WARC cut short), the items already read are prepared and
+    loaded as usual, then the error goes on: nothing read before the damage is lost. On any
+    other error (or when the caller stops early) nothing started is left running: every
     pending prepare and load is waited for before the error goes on.
     """
     preparing: deque[tuple[T, Pending[P]]] = deque()
     loading: tuple[T, Pending[R]] | None = None
     end = object()  # after the last item: drain what is in flight
+    source = _Guarded(items)
     # Everything tracked now (modules, Prefect, the run's setup) outlives the batches: kept out of
     # the full collections after each load (_loaded), which then take ~35 ms instead of ~0.3 s.
     # Freezing is a constant-time move, not a pass (a backfill may run hundreds of one-batch
     # partitions); garbage already there waits for the unfreeze below.
     gc.freeze()
     try:
-        for item in chain(items, [end]):
+        for item in chain(source, [end]):
             if item is not end:
                 preparing.append((item, prepare(item)))  # type: ignore[arg-type]
             while preparing and (len(preparing) >= ahead or item is end):
@@ -71,11 +74,13 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
         if loading is not None:
             done, loading = loading, None
             yield _loaded(done)
+        if source.error is not None:
+            raise source.error
     except GeneratorExit:  # the caller stopped: nothing more is handed out
         raise
     except BaseException:
-        # A source or a prepare failed: the load already running is finished and handed out
-        # (its batch is in the tables, so it counts), then the error goes on.
+        # A prepare or a load failed: the load already running is finished and handed out (its
+        # batch is in the tables, so it counts), then the error goes on.
         if loading is not None:
             done, loading = loading, None
             yield _loaded(done)
@@ -87,6 +92,28 @@ def pipelined(items: Iterable[T], prepare: Callable[[T], Pending[P]],
             except BaseException:  # noqa: BLE001 (the first error is the one raised)
                 pass
         gc.unfreeze()  # back under the collector: what the setup leaves behind goes with the rest
+
+
+class _Guarded(Iterator[T]):
+    """`items`, ending where reading them fails; the error is kept in `error`."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self.items = iter(items)
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self.error is not None:
+            raise StopIteration
+        try:
+            return next(self.items)
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 (raised again once what was read is loaded)
+            self.error = exc
+            raise StopIteration from None
 
 
 def _loaded(loading: tuple[T, Pending[R]]) -> tuple[T, R]:

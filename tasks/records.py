@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -156,7 +155,37 @@ class Article:
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of at most `size` items (itertools.batched is Python 3.12+)."""
+    """Consecutive lists of at most `size` items. If reading `items` fails, the items read
+    before the failure go out as a batch first, then the error (see `batches_with_last`)."""
+    for batch, _ in batches_with_last(items, size):
+        yield batch
+
+
+_END: Any = object()
+
+
+def batches_with_last(items: Iterable[T], size: int) -> Iterator[tuple[list[T], bool]]:
+    """Consecutive lists of at most `size` items, each with whether it is the last.
+
+    Only one item is read ahead, not a batch, so the first batch goes out as soon as it is
+    read. If reading `items` fails (a WARC cut short mid-file), the items read before the
+    failure go out as a batch that is not the last, then the error. Nothing read is lost.
+    Written by hand: itertools.batched (3.12+) has no last flag, and a failure drops its
+    partial batch.
+    """
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
     iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+    batch: list[T] = []
+    try:
+        item = next(iterator, _END)
+        while item is not _END:
+            batch.append(item)
+            item = next(iterator, _END)
+            if len(batch) == size or item is _END:
+                ready, batch = batch, []
+                yield ready, item is _END
+    except Exception:
+        if batch:
+            yield batch, False
+        raise

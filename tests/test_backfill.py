@@ -216,14 +216,19 @@ def test_domain_filter_runs_before_extraction(prefect_harness: None, env: Path, 
 
 
 def test_a_truncated_warc_fails_only_its_partition_and_a_rerun_does_only_that(
-        prefect_harness: None, env: Path, three_warcs: list[Path]) -> None:
+        prefect_harness: None, env: Path, three_warcs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.backfill import backfill
 
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "4")  # the broken file's 13 pages span four batches
     broken = three_warcs[1]
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) - 700])  # cut inside the last record, as an interrupted download is
     db = env / "news.duckdb"
     summary = backfill(warcs=[str(p) for p in three_warcs], db=str(db))
+    # every record before the damage has its state, the ones of the batch it cut short included
+    cut = sample_pages()[1::3][-1]["url"]
+    assert rows(db, "SELECT count(*), count(*) FILTER (WHERE url = ?) FROM fetches", [cut]) == [
+        (len(sample_pages()) - 1, 0)]
     status = {r["partition"]: (r["status"], r["reason"]) for r in summary["results"]}
     assert status[f"warc:{broken.resolve()}"][0] == "failed"
     assert "truncated" in status[f"warc:{broken.resolve()}"][1]

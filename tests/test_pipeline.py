@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tasks.pipeline import pipelined
+from tasks.records import batches, batches_with_last
 
 
 class Journal:
@@ -82,6 +83,22 @@ def test_an_error_waits_for_the_work_in_flight_and_then_surfaces() -> None:
     assert gc.get_freeze_count() == 0, "the heap was left frozen"
 
 
+def test_a_source_that_fails_midway_has_everything_read_before_it_loaded_then_the_error() -> None:
+    def source():  # a WARC cut short: five good batches, then the damage
+        yield from range(5)
+        raise OSError("truncated")
+
+    loaded: list[int] = []
+    with ThreadPoolExecutor(4) as threads:
+        with pytest.raises(OSError, match="truncated"):
+            for n, _ in pipelined(source(), lambda n: threads.submit(lambda: n),
+                                  lambda n, p: threads.submit(loaded.append, p)):
+                pass
+    # the batches still being prepared when the source failed were loaded too, in order
+    assert loaded == [0, 1, 2, 3, 4]
+    assert gc.get_freeze_count() == 0, "the heap was left frozen"
+
+
 class CyclicFuture:
     """Done work whose value sits in a reference cycle, as a Prefect task run's parameters and
     result do (engine <-> state <-> result record): only the cyclic collector frees it."""
@@ -141,3 +158,35 @@ def test_every_prefect_task_has_its_own_name() -> None:
     assert "load-batch" in owners, "the task modules' tasks were not found"
     shared = {name: sorted(where.values()) for name, where in owners.items() if len(where) > 1}
     assert not shared, f"task names used twice: {shared}"
+
+
+def _counted(n: int, read: list[int], fail: bool = False):
+    for i in range(n):
+        read.append(i)
+        yield i
+    if fail:
+        raise OSError("cut short")
+
+
+def test_batches_read_one_item_ahead_not_a_batch() -> None:
+    read: list[int] = []
+    batched = batches_with_last(_counted(10, read), 4)
+    assert next(batched) == ([0, 1, 2, 3], False)
+    assert len(read) == 5  # the first batch goes out once one more item is known to exist
+    assert list(batched) == [([4, 5, 6, 7], False), ([8, 9], True)]
+    assert list(batches_with_last(_counted(8, []), 4)) == [([0, 1, 2, 3], False), ([4, 5, 6, 7], True)]
+    assert list(batches_with_last([], 4)) == []
+
+
+@pytest.mark.parametrize("n", [6, 8])  # the failure inside a batch, and right after a full one
+def test_batches_keep_what_was_read_before_the_source_failed(n: int) -> None:
+    got: list[list[int]] = []
+    with pytest.raises(OSError, match="cut short"):
+        for batch in batches(_counted(n, [], fail=True), 4):
+            got.append(batch)
+    assert [i for batch in got for i in batch] == list(range(n))
+    flags = []
+    with pytest.raises(OSError):
+        for _, last in batches_with_last(_counted(n, [], fail=True), 4):
+            flags.append(last)
+    assert flags == [False, False]  # none is the last: the source did not end, it failed
