@@ -874,9 +874,9 @@ def chunk_sizes(items: int, workers: int) -> list[int]:
     the batch's end ("guided" scheduling, as OpenMP calls it).
 
     Batches use the pool one at a time, so the workers that finish first wait for the batch's
-    last chunk: with equal 12-page chunks that left one worker idle ~0.15-0.2 s a batch
-    (`/proc/stat` during bench/throughput.py's stage b). Written here: concurrent.futures'
-    `chunksize` is fixed, and this is one loop.
+    last chunk: with equal 12-page chunks that left a worker idle 0.15-0.24 s a batch, with
+    these ~0.02 s (bench/pool_tail.py). Written here: concurrent.futures' `chunksize` is fixed,
+    and this is one loop.
     """
     sizes, left = [], items
     while left:
