@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # it from the archive), so a batch is small; larger ones mean fewer Prefect task runs. At
     # 5,000 pages (bench/throughput.py, paired runs, 14:50 UTC) 500 against 200: backfill 176.2
     # and 174.7 pages/s against 161.0 and 168.7, ingest 128.1 against 124.6; peak memory alike.
-    batch_size: int = 500
+    batch_size: int = Field(default=500, ge=1)  # 0 would batch nothing: every record left without a state
     # how long a writer or a query waits for another process to release the DuckDB file
     lock_wait: float = 30.0
     # `newsflow revisit`: the ages (hours since an article was first fetched) at which it is

@@ -129,6 +129,7 @@ def test_commands_need_a_database(tmp_path: Path) -> None:
     ("NEWSFLOW_CA_BUNDLE", "/nonexistent/ca.pem", "NEWSFLOW_CA_BUNDLE: no such file: /nonexistent/ca.pem"),
     ("NEWSFLOW_DUCKDB_MEMORY_LIMIT", "lots", "NEWSFLOW_DUCKDB_MEMORY_LIMIT: expected a size"),
     ("NEWSFLOW_BATCH_SIZE", "many", "NEWSFLOW_BATCH_SIZE: Input should be a valid integer"),
+    ("NEWSFLOW_BATCH_SIZE", "0", "NEWSFLOW_BATCH_SIZE: Input should be greater than or equal to 1"),
 ])
 def test_a_refused_setting_is_named_in_one_line(tmp_path: Path, variable: str, value: str, said: str) -> None:
     result = runner.invoke(app, ["sql", "SELECT 1", "--db", str(tmp_path / "n.duckdb")],
