@@ -88,26 +88,29 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _sample(pid: int, with_pss: bool = True) -> tuple[int | None, int, float, str] | None:
-    """(pss, rss) bytes, cpu seconds and a short command of one process; None if it is gone.
-    pss is None without `with_pss`: reading it walks every page the process maps (~6 ms of
-    kernel time for a 300 MB process), RSS and CPU cost microseconds."""
-    # Written by hand: psutil is not a dependency and /proc gives PSS, which it needs root-free.
+def _sample(pid: int) -> tuple[int, float, str] | None:
+    """RSS bytes, cpu seconds and a short command of one process; None if it is gone."""
+    # Written by hand: psutil is not a dependency and /proc gives PSS (`_pss`), which it needs root-free.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text() if with_pss else ""
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (OSError, IndexError, ValueError):
         return None
     if not cmd:  # a zombie: its CPU is the last live sample's, its command is gone
         return None
-    pss = None
-    if with_pss:
-        kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[-1] == "kB"}
-        pss = kb.get("Pss", 0) * 1024
-    cpu = (int(stat[11]) + int(stat[12])) / TICKS
-    return pss, rss, cpu, cmd[:200]
+    return rss, (int(stat[11]) + int(stat[12])) / TICKS, cmd[:200]
+
+
+def _pss(pid: int) -> int:
+    """PSS bytes of one process (0 if it is gone). Reading it walks every page the process maps:
+    ~6 ms of kernel time for a 300 MB process, where `_sample` costs microseconds."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[-1] == "kB"}
+    return kb.get("Pss", 0) * 1024
 
 
 def classify(cmd: str) -> str:
@@ -133,9 +136,9 @@ SCAN_EVERY = 1.0  # seconds between scans of /proc for the tree's processes (~4 
 class TreeSampler:
     """Samples a process tree until stopped: peak memory and each process's last CPU time."""
 
-    def __init__(self, pid: int, every: float = 0.2, pss_every: float | None = None) -> None:
+    def __init__(self, pid: int, every: float = 0.2) -> None:
         self.pid, self.every = pid, every
-        self.pss_every = PSS_EVERY if pss_every is None else pss_every
+        self.pss_every = PSS_EVERY  # read at start: main() sets it from --pss-every
         self.peak_pss = self.peak_rss = self.peak_single = 0
         self.cpu: dict[int, tuple[float, str]] = {}
         # (seconds since start, PSS MB of the tree, of the root process, of its workers, CPU
@@ -168,33 +171,33 @@ class TreeSampler:
             now = time.monotonic()
             if now >= next_scan:
                 pids, next_scan = _descendants(self.pid), now + SCAN_EVERY
-            samples = {pid: got for pid in pids if (got := _sample(pid, with_pss=False)) is not None}
-            rss = sum(got[1] for got in samples.values())
+            samples = {pid: got for pid in pids if (got := _sample(pid)) is not None}
+            rss = sum(got[0] for got in samples.values())
             if now >= next_pss or rss > rss_mark + RSS_STEP:
-                samples = {pid: got for pid in samples if (got := _sample(pid)) is not None}
                 next_pss, rss_mark = now + self.pss_every, max(rss_mark, rss)
                 self.pss_reads += 1
                 last_point = self._pss_point(samples, now)
             self.peak_rss = max(self.peak_rss, rss)
             root_cpu = workers_cpu = 0.0
-            for pid, got in samples.items():
-                self.peak_single = max(self.peak_single, got[1])
-                self.cpu[pid] = (got[2], got[3])
+            for pid, (single_rss, cpu, cmd) in samples.items():
+                self.peak_single = max(self.peak_single, single_rss)
+                self.cpu[pid] = (cpu, cmd)
                 if pid == self.pid:
-                    root_cpu = got[2]
-                elif classify(got[3]) == "workers":
-                    workers_cpu += got[2]
+                    root_cpu = cpu
+                elif classify(cmd) == "workers":
+                    workers_cpu += cpu
             if not self.timeline or last_point[0] - self.timeline[-1][0] >= TIMELINE_STEP:
                 self.timeline.append((*last_point, round(root_cpu, 1), round(workers_cpu, 1)))
             self.own_cpu = time.thread_time()
             self._stop.wait(self.every)
 
-    def _pss_point(self, samples: dict[int, tuple[int | None, int, float, str]], now: float) -> tuple[float, int, int, int]:
+    def _pss_point(self, samples: dict[int, tuple[int, float, str]], now: float) -> tuple[float, int, int, int]:
         """(seconds since start, PSS MB of the tree, of the root, of the workers); keeps the peak."""
         mb = 1024 * 1024
-        pss = sum(got[0] or 0 for got in samples.values())
-        root = (samples[self.pid][0] or 0) if self.pid in samples else 0
-        workers = sum(got[0] or 0 for pid, got in samples.items() if pid != self.pid and classify(got[3]) == "workers")
+        each = {pid: _pss(pid) for pid in samples}
+        pss = sum(each.values())
+        root = each.get(self.pid, 0)
+        workers = sum(b for pid, b in each.items() if pid != self.pid and classify(samples[pid][2]) == "workers")
         point = (round(now - self._started, 1), pss // mb, root // mb, workers // mb)
         if pss > self.peak_pss:
             self.peak_pss, self.peak_sample = pss, point
@@ -701,7 +704,7 @@ def ingest_stage(directory: Path, work: Path, env: dict[str, str], port: int) ->
         db = work / "c.duckdb"
         result = flow_stage("c", NEWSFLOW + ["ingest", "--urls-file", str(urls), "--db", str(db)], env, db, work, True)
         got = _sample(server.pid)
-        result["site_server_cpu_s"] = round(got[2], 2) if got else None
+        result["site_server_cpu_s"] = round(got[1], 2) if got else None
     finally:
         server.terminate()
         server.wait(10)
