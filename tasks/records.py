@@ -177,15 +177,18 @@ def batches_with_last(items: Iterable[T], size: int) -> Iterator[tuple[list[T], 
         raise ValueError("batch size must be at least 1")
     iterator = iter(items)
     batch: list[T] = []
-    try:
-        item = next(iterator, _END)
-        while item is not _END:
-            batch.append(item)
+    while True:
+        try:
             item = next(iterator, _END)
-            if len(batch) == size or item is _END:
-                ready, batch = batch, []
-                yield ready, item is _END
-    except Exception:
-        if batch:
+        except Exception:  # only reading: an error raised into this generator is not a source's
+            if batch:
+                yield batch, False
+            raise
+        if item is _END:
+            if batch:
+                yield batch, True
+            return
+        if len(batch) == size:  # full, and not the last: `item` follows it
             yield batch, False
-        raise
+            batch = []
+        batch.append(item)
