@@ -47,12 +47,13 @@ CREATE TABLE IF NOT EXISTS signature_bands (
 
 _TS = pa.timestamp("us", tz="UTC")
 VERIFY_CHUNK = 8192  # candidate pairs verified per numpy step (2 x 8192 x 512 B = 8 MB)
-# New signatures looked up per candidate query. A query's join rows (and DuckDB's memory for
-# grouping them into pairs) grow with its keys times the articles each band is shared with: one
-# query for a bulk batch of 50,000 ran out of memory under the loader's 128MB limit, where
-# batches of 500 did not.
-CANDIDATE_KEYS = 1000
-REBUILD_KEYS = 10_000  # ... and per query of a rebuild from the stored signatures alone
+# Keys whose candidate pairs one query finds (`_matches`), in a batch's lookup and in a rebuild
+# alike: both join `_shared_bands`, the rows of band keys shared at all, and a query's join rows
+# grow with its keys times the signatures each of their bands is shared with. At 10,000 keys a
+# rebuild of 20,000 articles sharing a band in groups of 500 (5M candidate pairs) fits in 32MB
+# (tests/test_cluster_store.py). Batches once looked their keys up 1,000 at a time against the
+# whole band table, and a bulk load of 50,000 spent 9 of its 13 s in those 50 queries.
+CANDIDATE_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +98,12 @@ class _UnionFind:
 def insert_signatures(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str],
                       published_at: pa.Array | Sequence[datetime | None],
                       fetched_at: pa.Array | Sequence[datetime | None],
-                      sigs: np.ndarray) -> np.ndarray:
+                      sigs: np.ndarray) -> pa.Table:
     """Store signatures and band keys of articles not stored yet, without clustering them.
 
-    Returns the sig_keys given to the new ones. For bulk backfills: insert, then
-    `rebuild_clusters`. The caller drops ids already stored (see `add_signatures`).
+    Returns the band rows stored (band_key, sig_key; the new sig_keys are consecutive). For bulk
+    backfills: insert, then `rebuild_clusters`. The caller drops ids already stored (see
+    `add_signatures`).
     """
     start = con.execute("SELECT coalesce(max(sig_key), 0) + 1 FROM article_signatures").fetchone()[0]
     keys = np.arange(start, start + len(article_ids), dtype=np.int32)
@@ -114,10 +116,9 @@ def insert_signatures(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]
         "signature": blobs,
     })
     con.execute("INSERT INTO article_signatures BY NAME SELECT * FROM staged_sigs")
-    staged_bands = pa.table({"band_key": band_keys(sigs).ravel(),  # noqa: F841
-                             "sig_key": np.repeat(keys, BANDS)})
+    staged_bands = pa.table({"band_key": band_keys(sigs).ravel(), "sig_key": np.repeat(keys, BANDS)})
     con.execute("INSERT INTO signature_bands SELECT band_key, sig_key FROM staged_bands")
-    return keys
+    return staged_bands
 
 
 def _unstored(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]) -> list[SignedArticle]:
@@ -155,7 +156,7 @@ def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str
 
     Memory is each distinct key's signature once plus VERIFY_CHUNK pairs at a time. Since a
     candidate must share MIN_SHARED_BANDS bands, a batch of 500 has ~1,000 pairs, but a
-    re-clustering (`rebuild_clusters`) verifies all candidates of a REBUILD_KEYS range in one
+    re-clustering (`rebuild_clusters`) verifies all candidates of a CANDIDATE_KEYS range in one
     call, and gathering both sides of every pair at once was once the loading process's largest
     allocation (1 KB a pair, with one-band candidates that grew with the archive).
     """
@@ -178,32 +179,47 @@ def _verified(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> list[tuple[str
     return out
 
 
-def _new_candidates(con: duckdb.DuckDBPyConnection, keys: np.ndarray, batch_first: int) -> pa.Table:
-    """Pairs (a, b), a < b, sharing MIN_SHARED_BANDS bands where at least one side is among
-    `keys` (a chunk of one batch's consecutive keys, which start at `batch_first`), except pairs
-    whose other side is in an earlier chunk of that batch: that chunk's query found them."""
-    new = pa.table({"sig_key": keys})  # noqa: F841
-    # Each pair comes out of the join once per shared band, so count(*) counts the bands: the
-    # other side is stored before the batch or comes after this side (a pair inside the chunk
-    # would otherwise come once from each side; one in an earlier chunk is that chunk's).
-    return con.execute("""
-        WITH nb AS (SELECT b.band_key, b.sig_key FROM signature_bands b JOIN new USING (sig_key))
-        SELECT least(nb.sig_key, o.sig_key) AS a, greatest(nb.sig_key, o.sig_key) AS b
-        FROM nb JOIN signature_bands o ON o.band_key = nb.band_key
-        WHERE o.sig_key < $batch_first OR o.sig_key > nb.sig_key
-        GROUP BY ALL HAVING count(*) >= $shared
-    """, {"batch_first": batch_first, "shared": MIN_SHARED_BANDS}).to_arrow_table()
+def _share_bands(con: duckdb.DuckDBPyConnection, touched: pa.Table | None = None) -> None:
+    """Into the temp table `_shared_bands`, ordered by sig_key: the stored band rows whose band key
+    at least one other signature has too (only those can make a pair), of the keys in `touched`
+    (a batch's band rows, stored already) or, without it, of the whole archive (a rebuild).
+
+    A batch's lookup is one scan of `signature_bands`, probing the batch's own keys, which come
+    from memory: its candidate queries once read the batch's band rows back from the table and
+    then joined the table again, two scans of a table that grows with the archive for every
+    1,000 new keys."""
+    within = "SEMI JOIN (SELECT band_key FROM touched) USING (band_key)" if touched is not None else ""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _shared_bands AS
+        WITH rows AS MATERIALIZED (SELECT band_key, sig_key FROM signature_bands {within})
+        SELECT band_key, sig_key FROM rows
+        SEMI JOIN (SELECT band_key FROM rows GROUP BY band_key HAVING count(*) > 1) USING (band_key)
+        ORDER BY sig_key
+    """)
 
 
-def _all_candidates(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> pa.Table:
-    """Every pair (a, b), a < b, sharing MIN_SHARED_BANDS bands, with lo <= a < hi (from
-    `_shared_bands`, which `rebuild_clusters` fills: only keys seen twice reach the self-join)."""
+def _candidates(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> pa.Table:
+    """Every pair (a, b), a < b, in `_shared_bands` sharing MIN_SHARED_BANDS bands, with
+    lo <= b < hi: each pair comes from the range of its larger key, once."""
+    # Each pair comes out of the join once per shared band, so count(*) counts the bands.
     return con.execute("""
         SELECT x.sig_key AS a, y.sig_key AS b
         FROM _shared_bands x JOIN _shared_bands y ON x.band_key = y.band_key AND x.sig_key < y.sig_key
-        WHERE x.sig_key >= $lo AND x.sig_key < $hi
+        WHERE y.sig_key >= $lo AND y.sig_key < $hi
         GROUP BY ALL HAVING count(*) >= $shared
     """, {"lo": lo, "hi": hi, "shared": MIN_SHARED_BANDS}).to_arrow_table()
+
+
+def _matches(con: duckdb.DuckDBPyConnection, first: int | None, last: int | None, step: int) -> list[tuple[str, str]]:
+    """The verified candidate pairs of `_shared_bands` whose larger key is in first..last, as
+    article_id pairs; then `_shared_bands` is dropped. One query per `step` keys: a query's join
+    rows grow with its keys times the signatures each of their bands is shared with (a sentence
+    many articles carry can put one band key in thousands of them). None: no keys."""
+    try:
+        return [pair for lo in (range(first, last + 1, step) if first is not None and last is not None else ())
+                for pair in _verified(con, _candidates(con, lo, min(lo + step, last + 1)))]
+    finally:
+        con.execute("DROP TABLE IF EXISTS _shared_bands")
 
 
 # ---------------------------------------------------------------- cluster ids
@@ -245,28 +261,38 @@ def _cluster_members(con: duckdb.DuckDBPyConnection, ids: set[str]) -> list[tupl
 def add_signatures(con: duckdb.DuckDBPyConnection, rows: Iterable[SignedArticle]) -> int:
     """Index a batch's signatures and re-cluster every cluster they touch.
 
-    Candidates come from one band-key join (new vs stored and new vs new), are verified on
-    their signatures, and are unioned with the existing clusters of the stored side. Rows
-    without a signature, or already indexed, are skipped. Returns how many articles'
-    cluster_id changed (a new article going from its own id to a cluster's counts).
+    Candidates come from the band keys the batch shares with stored signatures and with each
+    other (`_share_bands`), are verified on their signatures, and are unioned with the existing
+    clusters of the stored side. Rows without a signature, or already indexed, are skipped.
+    Returns how many articles' cluster_id changed (a new article going from its own id to a
+    cluster's counts).
     """
     new = _unstored(con, rows)
     if not new:
         return 0
-    keys = insert_signatures(con, [r.article_id for r in new], [r.published_at for r in new],
-                             [r.fetched_at for r in new], np.stack([r.signature for r in new]))
-    # keys are consecutive: a pair across two chunks is looked up by the earlier chunk only
-    pairs = [pair for lo in range(0, len(keys), CANDIDATE_KEYS)
-             for pair in _verified(con, _new_candidates(con, keys[lo:lo + CANDIDATE_KEYS], int(keys[0])))]
+    bands = insert_signatures(con, [r.article_id for r in new], [r.published_at for r in new],
+                              [r.fetched_at for r in new], np.stack([r.signature for r in new]))
+    keys = bands["sig_key"]
+    _share_bands(con, bands)
+    # the new keys are the largest: a pair with a new side has its larger key among them
+    pairs = _matches(con, keys[0].as_py(), keys[-1].as_py(), CANDIDATE_KEYS)
     uf = _UnionFind()
-    for r in new:
-        uf.find(r.article_id)
     for a, b in pairs:
         uf.union(a, b)
-    old = {x for p in pairs for x in p} - {r.article_id for r in new}
+    new_ids = {r.article_id for r in new}
+    old = {x for p in pairs for x in p} - new_ids
     for member, cluster in _cluster_members(con, old) if old else []:
         uf.union(member, cluster)
-    return _write_cluster_ids(con, _earliest(con, uf.groups()))
+    return _write_cluster_ids(con, _cluster_ids(con, uf.groups(), new_ids))
+
+
+def _cluster_ids(con: duckdb.DuckDBPyConnection, groups: list[list[str]], alone: Iterable[str] = ()) -> dict[str, str]:
+    """article_id -> cluster id for the members of `groups` (their earliest member) and for the
+    articles in `alone` that are in none (themselves)."""
+    assigned = {a: a for a in alone}
+    if groups:
+        assigned.update(_earliest(con, groups))
+    return assigned
 
 
 def rebuild_clusters(con: duckdb.DuckDBPyConnection) -> int:
@@ -277,19 +303,10 @@ def rebuild_clusters(con: duckdb.DuckDBPyConnection) -> int:
     """
     # The whole archive's pairs in one query ran out of memory where the batches' lookups did not
     # (20,000 articles sharing bands in groups of 500 under a 32MB limit): one query per range of
-    # REBUILD_KEYS smaller keys, each pair in the range of its smaller key.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _shared_bands AS
-        SELECT band_key, sig_key FROM signature_bands
-        SEMI JOIN (SELECT band_key FROM signature_bands GROUP BY band_key HAVING count(*) > 1) USING (band_key)
-        ORDER BY sig_key
-    """)
-    try:
-        first, last = con.execute("SELECT min(sig_key), max(sig_key) FROM _shared_bands").fetchone()
-        pairs = [pair for lo in (range(first, last + 1, REBUILD_KEYS) if first is not None else ())
-                 for pair in _verified(con, _all_candidates(con, lo, lo + REBUILD_KEYS))]
-    finally:
-        con.execute("DROP TABLE IF EXISTS _shared_bands")
+    # CANDIDATE_KEYS keys (`_matches`).
+    _share_bands(con)
+    first, last = con.execute("SELECT min(sig_key), max(sig_key) FROM _shared_bands").fetchone()
+    pairs = _matches(con, first, last, CANDIDATE_KEYS)
     uf = _UnionFind()
     for a, b in pairs:
         uf.union(a, b)

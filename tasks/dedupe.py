@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from tasks.normalise import canonical_url, domain_of
+from tasks.normalise import canonical_forms, canonical_url, domain_of
 from tasks.records import Article, State
 
 
@@ -63,13 +63,10 @@ def skip_forgotten(records: Iterable[Article], forgotten: Forgotten) -> list[Art
             for r in records]
 
 
-def url_variants(record: Article) -> list[str]:
-    """Every canonical URL form under which this record could already be known."""
-    seen: dict[str, None] = {}
-    for url in (record.url, record.final_url, record.canonical_url):
-        if url:
-            seen.setdefault(canonical_url(url), None)
-    return list(seen)
+def url_variants(record: Article) -> tuple[str, ...]:
+    """Every canonical URL form under which this record could already be known (normalise
+    found them once for a normalised record: `Article.url_keys`)."""
+    return record.url_keys or canonical_forms(record.url, record.final_url, record.canonical_url)
 
 
 def unique_candidates(records: Iterable[Article]) -> Iterator[Article]:

@@ -534,11 +534,8 @@ def _settle(record: Article) -> Article:
     return record.finish(State.LOADED)
 
 
-_FIELD_SOURCES = pa.map_(pa.string(), pa.string())
-
-
-def _list(values: Sequence[str]) -> list[str]:
-    return list(values)
+_FIELD_SOURCES = pa.map_(pa.string(), pa.string())  # the records' tuples of pairs and of strings go in as they are
+_STRINGS = pa.list_(pa.string())
 
 
 def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
@@ -547,7 +544,7 @@ def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
     return {
         "article_id": [r.article_id for r in records],
         "title": [r.title for r in records],
-        "authors": pa.array([_list(r.authors) for r in records], pa.list_(pa.string())),
+        "authors": pa.array([r.authors for r in records], _STRINGS),
         "published_at": pa.array([r.published_at for r in records], pa.timestamp("us", tz="UTC")),
         "language": [r.language for r in records],
         "text": [e.text for e in ex],
@@ -555,12 +552,12 @@ def _extraction_columns(records: Sequence[Article]) -> dict[str, Any]:
         "content_hash": [r.content_hash for r in records],
         "site_name": [e.site_name for e in ex],
         "description": [e.description for e in ex],
-        "categories": pa.array([_list(e.categories) for e in ex], pa.list_(pa.string())),
-        "tags": pa.array([_list(e.tags) for e in ex], pa.list_(pa.string())),
+        "categories": pa.array([e.categories for e in ex], _STRINGS),
+        "tags": pa.array([e.tags for e in ex], _STRINGS),
         "image": [e.image for e in ex],
         "page_canonical": [e.canonical_link for e in ex],
         "extractor_version": [e.extractor_version for e in ex],
-        "field_sources": pa.array([list(e.field_sources) for e in ex], _FIELD_SOURCES),
+        "field_sources": pa.array([e.field_sources for e in ex], _FIELD_SOURCES),
         "extraction_settings": [e.extraction_settings or None for e in ex],
         "free_access": pa.array([e.free_access for e in ex], pa.bool_()),
         "tdm_reserved": pa.array([e.tdm_reserved for e in ex], pa.bool_()),
@@ -596,7 +593,7 @@ def _insert_articles(con: duckdb.DuckDBPyConnection, run_id: str, records: Seque
         "feed_guid": [r.hints.guid for r in records],
         "feed_title": [r.hints.title for r in records],
         "feed_published": pa.array([r.hints.published for r in records], pa.timestamp("us", tz="UTC")),
-        "feed_categories": pa.array([_list(r.hints.categories) for r in records], pa.list_(pa.string())),
+        "feed_categories": pa.array([r.hints.categories for r in records], _STRINGS),
         "sitemap_lastmod": pa.array([r.hints.lastmod for r in records], pa.timestamp("us", tz="UTC")),
         "http_status": pa.array([r.http_status for r in records], pa.int32()),
         "fetched_at": pa.array([r.fetched_at for r in records], pa.timestamp("us", tz="UTC")),

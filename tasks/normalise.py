@@ -129,6 +129,11 @@ def _without_amp(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host, path=path, query=query))
 
 
+def canonical_forms(*urls: str | None) -> tuple[str, ...]:
+    """The distinct canonical forms of `urls`, in their order (None and empty ones left out)."""
+    return tuple(dict.fromkeys(canonical_url(url) for url in urls if url))
+
+
 def identity_url(fetched_url: str, page_canonical: str | None) -> str:
     """The canonical URL that names an article: the page's own rel=canonical / og:url when it is
     on the same site (so AMP, mobile, print and tracking variants all name one article), else the
@@ -354,6 +359,7 @@ def _normalise(record: Article) -> Article:
     hinted_title = " ".join(record.hints.title.split()) if record.hints.title else None
     return record.replace(
         canonical_url=canonical,
+        url_keys=canonical_forms(record.url, record.final_url, canonical),
         article_id=article_id(canonical),
         domain=domain_of(canonical),
         title=clean_title(page.title, page.site_name) or hinted_title or None,

@@ -7,7 +7,7 @@ record with more fields filled, via `dataclasses.replace`:
     discover   url, source, source_kind, hints          (tasks/sources.py)
     fetch      final_url, http_status, raw, ...         (tasks/fetch.py)
     extract    extracted                                 (tasks/extract.py)
-    normalise  canonical_url, article_id, published_at   (tasks/normalise.py)
+    normalise  canonical_url, url_keys, article_id, ...  (tasks/normalise.py)
     dedupe     state=duplicate when already known        (tasks/dedupe.py)
     load       state=loaded                              (tasks/load.py)
 
@@ -128,6 +128,10 @@ class Article:
     extracted: Extracted | None = None
     # normalise
     canonical_url: str | None = None
+    # The canonical forms of url, final_url and canonical_url: every key this record could already
+    # be known by (`tasks.dedupe.url_variants`). Found once, here, for dedupe and the load, which
+    # otherwise canonicalised each URL again (courlan, ~40 us a URL) in three places.
+    url_keys: tuple[str, ...] = ()
     article_id: str | None = None
     domain: str | None = None
     title: str | None = None

@@ -118,10 +118,10 @@ def test_unsigned_and_dissimilar_articles_stay_alone(con: duckdb.DuckDBPyConnect
     assert con.execute("SELECT count(*) FROM article_signatures").fetchone()[0] == 2
 
 
-@pytest.mark.parametrize("rebuild_keys", [10_000, 13])  # one key range, or 24 of them
-def test_rebuild_equals_incremental(con: duckdb.DuckDBPyConnection, rebuild_keys: int,
+@pytest.mark.parametrize("range_keys", [10_000, 13])  # one key range, or 24 of them
+def test_rebuild_equals_incremental(con: duckdb.DuckDBPyConnection, range_keys: int,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tasks.cluster_store.REBUILD_KEYS", rebuild_keys)
+    monkeypatch.setattr("tasks.cluster_store.CANDIDATE_KEYS", range_keys)
     rng = np.random.default_rng(5)
     roots = [rand_sig(100 + i) for i in range(30)]
     rows = []
@@ -155,7 +155,7 @@ def test_a_batch_looked_up_in_chunks_finds_each_candidate_pair_once(monkeypatch:
 
     monkeypatch.setattr(store, "_verified", spy)
     results = {}
-    for chunk in (1000, 7):  # one query for the batch, then 22 (pairs across chunks included)
+    for chunk in (10_000, 7):  # one query for the batch, then 22 (pairs across chunks included)
         monkeypatch.setattr(store, "CANDIDATE_KEYS", chunk)
         seen.clear()
         c = duckdb.connect(":memory:")
@@ -163,7 +163,7 @@ def test_a_batch_looked_up_in_chunks_finds_each_candidate_pair_once(monkeypatch:
         c.execute(CLUSTER_SCHEMA)
         load(c, rows)
         results[chunk] = (sorted(seen), clusters(c))
-    one_query, chunked = results[1000], results[7]
+    one_query, chunked = results[10_000], results[7]
     assert len(one_query[0]) > 400  # the stories' copies share bands across chunks
     assert chunked[0] == one_query[0]  # each pair once: none missed, none twice
     assert chunked[1] == one_query[1]
