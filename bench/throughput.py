@@ -149,6 +149,9 @@ class TreeSampler:
         # between two of them (a checkpoint, a batch's Arrow tables) would otherwise go unplaced.
         self.peak_sample: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self.pss_reads = 0
+        # (seconds since start, {kind: CPU seconds so far}) at every tick: the CPU each kind of
+        # process used during the flow run alone (`flow_cpu`), start-up and exit left out
+        self.cpu_ticks: list[tuple[float, dict[str, float]]] = []
         self.own_cpu = 0.0  # the sampler thread's own CPU (user and kernel): what it took from the run
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -182,6 +185,8 @@ class TreeSampler:
             for pid, (single_rss, cpu, cmd) in samples.items():
                 self.peak_single = max(self.peak_single, single_rss)
                 self.cpu[pid] = (cpu, cmd)
+            self.cpu_ticks.append((now - self._started, self._cpu_by_kind()))
+            for pid, (single_rss, cpu, cmd) in samples.items():
                 if pid == self.pid:
                     root_cpu = cpu
                 elif classify(cmd) == "workers":
@@ -203,11 +208,16 @@ class TreeSampler:
             self.peak_pss, self.peak_sample = pss, point
         return point
 
-    def report(self) -> dict[str, Any]:
+    def _cpu_by_kind(self) -> dict[str, float]:
+        """CPU seconds so far of every process seen, summed by kind (an ended one keeps its last)."""
         cpu: dict[str, float] = {}
         for pid, (seconds, cmd) in self.cpu.items():
             kind = "parent" if pid == self.pid else classify(cmd)
-            cpu[kind] = round(cpu.get(kind, 0.0) + seconds, 2)
+            cpu[kind] = cpu.get(kind, 0.0) + seconds
+        return cpu
+
+    def report(self) -> dict[str, Any]:
+        cpu = {kind: round(seconds, 2) for kind, seconds in self._cpu_by_kind().items()}
         mb = 1024 * 1024
         return {"peak_pss_mb": round(self.peak_pss / mb), "peak_rss_mb": round(self.peak_rss / mb),
                 # (seconds since start, PSS MB of the tree, of the root process, of its workers)
@@ -218,7 +228,7 @@ class TreeSampler:
                 "cpu_s_by_process": sorted(((("parent" if pid == self.pid else classify(cmd)), pid, round(seconds, 2))
                                             for pid, (seconds, cmd) in self.cpu.items() if seconds >= 0.05),
                                            key=lambda row: -row[2]),
-                "pss_timeline_mb": self.timeline}
+                "pss_timeline_mb": self.timeline, "_cpu_ticks": self.cpu_ticks}
 
 
 def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -563,9 +573,22 @@ def task_runs(prefect_home: Path, flow_run_id: str) -> dict[str, int] | None:
     return counts
 
 
+def flow_cores(ticks: list[tuple[float, dict[str, float]]], start: float, end: float) -> dict[str, float]:
+    """Cores each kind of process used between `start` and `end` (seconds since launch): its CPU
+    seconds in that window over the window's length. The flow's steady state: in it the
+    extraction workers share the two cores with the loading process, Prefect's server and the
+    sampler, which is what b/a measures; start-up and the closing steps are apart."""
+    inside = [(t, cpu) for t, cpu in ticks if start <= t <= end]
+    if len(inside) < 2:
+        return {}
+    (t0, first), (t1, last) = inside[0], inside[-1]
+    return {kind: round((last.get(kind, 0.0) - first.get(kind, 0.0)) / (t1 - t0), 3) for kind in sorted(last)}
+
+
 def flow_stage(name: str, cmd: list[str], env: dict[str, str], db: Path, out: Path, prefect: bool) -> dict[str, Any]:
     """Run one end-to-end command and split its wall time into start-up, flow and exit."""
     m = measure(cmd, env, out / f"{name}.log")
+    ticks = m.pop("_cpu_ticks")
     if m["rc"] != 0:
         return m
     run = run_times(db)
@@ -574,6 +597,8 @@ def flow_stage(name: str, cmd: list[str], env: dict[str, str], db: Path, out: Pa
              startup_s=round((run["started"] - m["launched"]).total_seconds(), 2),
              exit_s=round((m["exited"] - run["finished"]).total_seconds(), 2),
              pages_per_s=round(run["pages"] / flow_s, 1), pages_per_s_end_to_end=round(run["pages"] / m["wall_s"], 1))
+    start = m["startup_s"]
+    m["flow_cores"] = flow_cores(ticks, start, start + flow_s)
     if prefect:
         m["task_runs"] = task_runs(Path(env["PREFECT_HOME"]), str(run["run_id"]))
     return m
@@ -732,6 +757,12 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
                 out[f"{key} cpu ms/page"] = round(1000 * sum(r[key]["cpu_s"].values()) / r[key]["pages"], 1)
                 out[f"a/{key} by cpu"] = round(a_cpu / (sum(r[key]["cpu_s"].values()) / r[key]["pages"]), 3)
         out["a cpu ms/page"] = round(1000 * a_cpu, 1)
+    # b/a = (cores b's workers got / cores a's got) x (a's CPU a page / b's workers' CPU a page)
+    if "a" in r and r["a"].get("seconds"):
+        out["a workers' cores"] = round(r["a"]["cpu_s"].get("other", 0.0) / r["a"]["seconds"], 3)
+    for key in ("b", "c"):
+        if key in r and r[key].get("flow_cores"):
+            out[f"{key} cores during the flow"] = r[key]["flow_cores"]
     if "k" in r:
         out["b/a ceiling (k: bare/job by cpu)"] = r["k"]["bare/job (the ceiling of b/a)"]
     if "b" in r and "b0" in r and "flow_s" in r["b"] and "flow_s" in r["b0"]:

@@ -42,6 +42,15 @@ def test_unique_candidates_marks_the_canonical_form_after_its_variant_and_takes_
         ("https://news.example/\udcff", None)]
 
 
+def test_a_normalised_record_is_known_by_the_url_keys_normalise_found():
+    # normalise found these keys once (Article.url_keys); dedupe and the load take them as they are
+    record = normalised("https://news.example/a", "h", "id-a").replace(url_keys=("https://news.example/moved",))
+    [out] = mark_duplicates([record], KnownKeys(urls={"https://news.example/moved": "OLD"}))
+    assert (out.state, out.reason, out.article_id) == (State.DUPLICATE, "url-seen", "OLD")
+    [unkeyed] = mark_duplicates([record.replace(url_keys=())], KnownKeys(urls={"https://news.example/moved": "OLD"}))
+    assert unkeyed.state is None  # without them, the keys are the record's own URLs
+
+
 def test_skip_known_urls_uses_canonical_forms():
     known = {canonical_url("https://news.example/a"): "id-a"}
     records = skip_known_urls([candidate("https://NEWS.example/a#comments"), candidate("https://news.example/c")],

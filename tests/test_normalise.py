@@ -186,6 +186,8 @@ def test_normalise_batch_fills_fields_and_passes_done_records_through() -> None:
     out, done_out, bare_out = normalise_batch([record, done, bare])
 
     assert out.canonical_url == "https://www.news.example.com/world/story?id=7"
+    # every key the record may be known by, found once here for dedupe and the load
+    assert out.url_keys == ("https://news.example.com/world/story?id=7", out.canonical_url)
     assert out.article_id == article_id(out.canonical_url)
     assert out.domain == "news.example.com"
     assert out.title == "Putin Visits Belarus"
