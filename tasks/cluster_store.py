@@ -188,10 +188,13 @@ def _share_bands(con: duckdb.DuckDBPyConnection, touched: pa.Table | None = None
     from memory: its candidate queries once read the batch's band rows back from the table and
     then joined the table again, two scans of a table that grows with the archive for every
     1,000 new keys."""
-    within = "SEMI JOIN (SELECT band_key FROM touched) USING (band_key)" if touched is not None else ""
+    # A batch's rows are held once (MATERIALIZED) and grouped; the whole archive's are scanned
+    # twice instead: held, 42M band rows took a rebuild from 2.2 to 3.2 GB (bench/cluster_scale.py).
+    rows = ("MATERIALIZED (SELECT band_key, sig_key FROM signature_bands SEMI JOIN (SELECT band_key FROM touched) USING (band_key))"
+            if touched is not None else "NOT MATERIALIZED (SELECT band_key, sig_key FROM signature_bands)")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _shared_bands AS
-        WITH rows AS MATERIALIZED (SELECT band_key, sig_key FROM signature_bands {within})
+        WITH rows AS {rows}
         SELECT band_key, sig_key FROM rows
         SEMI JOIN (SELECT band_key FROM rows GROUP BY band_key HAVING count(*) > 1) USING (band_key)
         ORDER BY sig_key
