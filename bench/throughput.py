@@ -150,7 +150,7 @@ class TreeSampler:
         self.peak_sample: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self.pss_reads = 0
         # (seconds since start, {kind: CPU seconds so far}) at every tick: the CPU each kind of
-        # process used during the flow run alone (`flow_cpu`), start-up and exit left out
+        # process used during the flow run alone (`flow_cores`), start-up and exit left out
         self.cpu_ticks: list[tuple[float, dict[str, float]]] = []
         self.own_cpu = 0.0  # the sampler thread's own CPU (user and kernel): what it took from the run
         self._started = time.monotonic()
@@ -185,12 +185,11 @@ class TreeSampler:
             for pid, (single_rss, cpu, cmd) in samples.items():
                 self.peak_single = max(self.peak_single, single_rss)
                 self.cpu[pid] = (cpu, cmd)
-            self.cpu_ticks.append((now - self._started, self._cpu_by_kind()))
-            for pid, (single_rss, cpu, cmd) in samples.items():
                 if pid == self.pid:
                     root_cpu = cpu
                 elif classify(cmd) == "workers":
                     workers_cpu += cpu
+            self.cpu_ticks.append((now - self._started, self._cpu_by_kind()))
             if not self.timeline or last_point[0] - self.timeline[-1][0] >= TIMELINE_STEP:
                 self.timeline.append((*last_point, round(root_cpu, 1), round(workers_cpu, 1)))
             self.own_cpu = time.thread_time()
