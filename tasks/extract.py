@@ -229,7 +229,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 SETTINGS_TAG = "precision"
 # The cascade around trafilatura (see `extract_body`): bump when its rules change, so that
 # `--reextract` upgrades rows extracted by an older one.
-CASCADE_VERSION = "c5"  # c4: free_access; c5: language detected where the page declares none, tdm_reserved
+CASCADE_VERSION = "c6"  # c4: free_access; c5: language detected where the page declares none, tdm_reserved;
+# c6: a readability summary's blocks each start a line (`_summary_text`)
 EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+{SETTINGS_TAG}+{CASCADE_VERSION}"
 
 
@@ -409,6 +410,8 @@ def _summary_text(root: Any) -> str:
         return ""
     for element in root.iter(*_BLOCK_TAGS, "br", "div"):
         element.tail = "\n" + (element.tail or "")
+        if element.tag != "br":  # a block also starts a line: "<span>Local</span><h3>Council..."
+            element.text = "\n" + (element.text or "")
     lines = (" ".join(line.split()) for line in root.text_content().splitlines())
     return "\n".join(line for line in lines if line)
 

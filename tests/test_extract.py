@@ -610,6 +610,21 @@ def test_cascade_reuses_trafilaturas_readability_pass(monkeypatch: pytest.Monkey
     assert page is not None and PARAGRAPHS[-1] in page.text
 
 
+def test_a_readability_summary_reads_one_block_a_line_never_two_glued() -> None:
+    import tasks.extract as extract
+
+    # trafilatura's port of readability leaves a kicker <span> unwrapped before the headline,
+    # where readability-lxml wraps it in a <p>: read as text, "Local" and "More" must not become
+    # one word "LocalMore" (a body taken from the summary would carry it).
+    summary = lxml.html.fromstring(
+        '<div><div class="card"><span class="kicker">Local</span><h3>More than 3,000 maps</h3>'
+        '<p>are now <b>online</b>, after a three-year project.</p><time>2h ago</time></div>'
+        '<ul><li>First point</li><li>Second<br>line</li></ul></div>')
+    assert extract._summary_text(summary).splitlines() == [
+        "Local", "More than 3,000 maps", "are now online, after a three-year project.", "2h ago",
+        "First point", "Second", "line"]
+
+
 def test_readability_lxml_runs_when_the_page_holds_twice_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
     import tasks.extract as extract
 
