@@ -689,10 +689,7 @@ def run(n: int, seed: int, stages: list[str], repeat: int, workers: int, port: i
     if repeat > 1:
         # The machine is shared: single ratios swing by +-0.1 between back-to-back runs, so a
         # repeated run reports each ratio's median (and range) over its runs.
-        keys = sorted({k for r in results["runs"] for k in r.get("ratios", {})})
-        results["ratio_medians"] = {
-            k: {"median": round(statistics.median(v), 3), "min": min(v), "max": max(v), "runs": len(v)}
-            for k in keys if (v := [r["ratios"][k] for r in results["runs"] if k in r.get("ratios", {})])}
+        results["ratio_medians"] = ratio_medians(results["runs"])
         _say("ratio medians", results["ratio_medians"])
     results["loadavg_after"] = os.getloadavg()
     print(f"results: {_save(results, None, n)}")
@@ -795,6 +792,19 @@ def _setting(item: str) -> tuple[str, str]:
     if not (sep and name.strip()):
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE (a newsflow setting), got {item!r}")
     return name.strip(), value
+
+
+def ratio_medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each ratio's median and range over the runs that have it; a ratio made of several values
+    (the cores of each kind of process) gives one entry per value, named `ratio: value`."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in run.get("ratios", {}).items():
+            parts = ((f"{name}: {part}", v) for part, v in value.items()) if isinstance(value, dict) else [(name, value)]
+            for key, number in parts:
+                values.setdefault(key, []).append(number)
+    return {key: {"median": round(statistics.median(v), 3), "min": min(v), "max": max(v), "runs": len(v)}
+            for key, v in sorted(values.items())}
 
 
 def main(argv: list[str] | None = None) -> None:
