@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 import functools
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -64,6 +67,17 @@ def held_by_another_process(db: Path, seconds: int = 60) -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of the repository (bench/, data/sample/: not package modules) imported by path as
+    module `name`, registered in sys.modules: dataclasses look their module up while defined."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sample_pages() -> list[dict]:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tasks.sources import iter_warc
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    spec = importlib.util.spec_from_file_location("bench_corpus", REPO / "bench" / "corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_corpus"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / "corpus.py", "bench_corpus")
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from types import ModuleType
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, load_script
 
 
-def _throughput():
-    spec = importlib.util.spec_from_file_location("bench_throughput", REPO / "bench" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_throughput"] = module
-    spec.loader.exec_module(module)
-    return module
+def _throughput() -> ModuleType:
+    return load_script(REPO / "bench" / "throughput.py", "bench_throughput")
 
 
 def test_repeated_runs_give_each_ratio_its_median_and_each_process_its_own() -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ from tasks.extract import (
 from tasks.normalise import clean_authors, word_count
 from tasks.records import Article, SourceKind, State
 from tasks.settings import Settings
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -430,10 +429,7 @@ def test_a_batch_is_cut_into_chunks_that_shrink_to_single_pages_at_its_end(items
 
 @pytest.mark.skipif(not (BENCH / "ground-truth.json").exists(), reason="aeb-dev benchmark absent")
 def test_benchmark_f1() -> None:
-    spec = importlib.util.spec_from_file_location("extraction_quality", REPO / "bench" / "extraction_quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up while being defined
-    spec.loader.exec_module(bench)
+    bench = load_script(REPO / "bench" / "extraction_quality.py", "extraction_quality")
     start = time.monotonic()
     report = bench.evaluate(BENCH)
     assert len(report.pages) == 88

@@ -4,10 +4,8 @@ the corpus has the variety the pipeline's tests rely on, and regenerating it cha
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
-import sys
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any
 import feedparser
 import pytest
 from warcio.archiveiterator import ArchiveIterator
+
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -30,12 +30,7 @@ LD_JSON = re.compile(r'<script type="application/ld\+json">(.*?)</script>', re.S
 @pytest.fixture(scope="module")
 def make_sample() -> ModuleType:
     """data/sample/make_sample.py, imported by path (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("make_sample", SAMPLE / "make_sample.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_sample"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SAMPLE / "make_sample.py", "make_sample")
 
 
 @pytest.fixture(scope="module")
